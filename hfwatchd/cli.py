@@ -1,0 +1,304 @@
+"""Command line: argparse, sub-commands, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from . import __version__
+from .check import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CheckResult, make_hub, run_check
+from .config import Config, ConfigError, load_config, single_watch_config
+from .hub import HubError
+from .logs import Sink, make_logger
+from .manifest import INCOMPLETE, MATCHED, MISMATCH, MISSING, UNKNOWN, RepoRef, SpecError
+from .state import State, StateError
+
+
+class UsageError(Exception):
+    """Bad command line: exit 64."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def default_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "hfwatchd" / "config.toml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="hfwatchd",
+        description="Verify hand-downloaded Hugging Face files the moment they finish downloading.",
+        epilog="Without a sub-command, runs the daemon in the foreground (what systemd starts).",
+    )
+    p.add_argument("--version", action="version", version=f"hfwatchd {__version__}")
+    p.add_argument("--config", type=Path, help=f"config file (default: {default_config_path()})")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    c = sub.add_parser("check", help="one pass over every watched folder, then exit",
+                       description="Judge every file once. Exit 0 all matched, 1 a mismatch, 2 missing or incomplete, "
+                       "64 bad usage, 69 Hub unreachable and no cached manifest, 78 bad config.")
+    c.add_argument("repo", nargs="?", help="org/name, datasets/org/name or spaces/org/name, optionally @revision")
+    c.add_argument("dir", nargs="?", type=Path, help="the folder holding the downloaded files")
+    c.add_argument("--config", type=Path, dest="sub_config", help="config file")
+    c.add_argument("--json", action="store_true", help="one JSON record per file on stdout")
+    c.add_argument("--state-dir", type=Path, help="state directory (default: $XDG_STATE_HOME/hfwatchd)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    c.add_argument("--workers", type=int, help="hashing threads (default: config, or the number of CPUs)")
+
+    s = sub.add_parser("status", help="summary from the state store, per watch and repo")
+    s.add_argument("--config", type=Path, dest="sub_config", help="config file")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--missing", action="store_true", help="list the expected files not matched yet")
+    s.add_argument("--urls", action="store_true", help="with --missing: pinned download URLs on stdout")
+
+    m = sub.add_parser("manifest", help="fetch a manifest, print or export it")
+    m.add_argument("repo", help="org/name, datasets/org/name or spaces/org/name, optionally @revision")
+    m.add_argument("--export", type=Path, metavar="FILE", help="write it to FILE instead of stdout")
+    m.add_argument("--format", choices=("seed", "full"), default="full",
+                   help='seed: {"path": "sha256"} of LFS files, as get_hash.py writes; full: every file (default)')
+    m.add_argument("--config", type=Path, dest="sub_config", help="config file (for hub and state_dir)")
+    m.add_argument("--refresh", action="store_true", help="ask the Hub even if a cached manifest is fresh")
+    return p
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    path: Path | None = getattr(args, "sub_config", None) or args.config
+    return path
+
+
+def _load(args: argparse.Namespace, *, required: bool) -> Config | None:
+    path = _config_path(args)
+    if path is None:
+        default = default_config_path()
+        if not default.exists():
+            if required:
+                raise UsageError(f"no config file: pass --config FILE or create {default} (see config.example.toml)")
+            return None
+        path = default
+    return load_config(path)
+
+
+def _console_log(config: Config | None, *, quiet: bool) -> Any:
+    import logging
+
+    sink = Sink(config.log_file if config else None, stream_level=logging.WARNING if quiet else logging.INFO)
+    return make_logger(sink, config.log_level if config else "info"), sink
+
+
+# --- check -------------------------------------------------------------------------------------
+
+_COLORS = {MATCHED: "32", MISMATCH: "31", INCOMPLETE: "33", MISSING: "33", UNKNOWN: "90"}
+
+
+def _print_check(result: CheckResult, out: TextIO, as_json: bool) -> None:
+    if as_json:
+        for r in result.records:
+            out.write(json.dumps(r.__dict__, ensure_ascii=True) + "\n")
+        return
+    color = out.isatty()
+    for r in result.records:
+        status = f"{r.status:<10}"
+        if color:
+            status = f"\033[{_COLORS.get(r.status, '0')}m{status}\033[0m"
+        where = r.path if r.path is not None else "-"
+        what = f"{r.repo}:{r.rfilename}" if r.rfilename else ""
+        if r.path is not None and r.rfilename and r.path.endswith("/" + r.rfilename):
+            what = r.repo or ""
+        extra = ""
+        if r.status == INCOMPLETE and r.expected_size is not None:
+            extra = f"  ({r.size} of {r.expected_size} bytes)"
+        elif r.status == MISMATCH:
+            extra = "  download again"
+        out.write(f"{status} {where!s}  {what}{extra}\n".replace("\n", "\\n", r.path.count("\n") if r.path else 0))
+    c = result.counts()
+    summary = ", ".join(f"{n} {s}" for s, n in c.items())
+    rate = result.hashed_bytes / result.seconds / 1e6 if result.seconds else 0.0
+    out.write(f"{summary}; hashed {result.hashed_files} files, {result.hashed_bytes / 1e6:.1f} MB "
+              f"in {result.seconds:.2f}s ({rate:.0f} MB/s)\n")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.repo is not None and args.dir is None:
+        raise UsageError("check takes REPO and DIR together, e.g. `hfwatchd check org/name ./downloads`")
+    if args.repo is not None and _config_path(args) is not None:
+        raise UsageError("give either REPO DIR or --config, not both")
+    if args.repo is not None:
+        if not args.dir.is_dir():
+            raise UsageError(f"{args.dir}: no such folder")
+        try:
+            RepoRef.parse(args.repo)
+        except SpecError as exc:
+            raise UsageError(str(exc)) from None
+        config = single_watch_config(args.repo, args.dir, state_dir=args.state_dir)
+    else:
+        loaded = _load(args, required=True)
+        assert loaded is not None
+        config = loaded
+        if args.state_dir is not None:
+            config = Config(**{**config.__dict__, "state_dir": args.state_dir})
+    if args.workers is not None:
+        if args.workers < 1:
+            raise UsageError("--workers must be at least 1")
+        config = Config(**{**config.__dict__, "workers": args.workers})
+    log, sink = _console_log(config, quiet=True)
+    state = State(config.state_dir)
+    hub = make_hub(config)
+    try:
+        result, failed = run_check(config, state, hub, log, progress=False if args.no_progress else None)
+    finally:
+        hub.close()
+        state.close()
+        sink.close()
+    _print_check(result, sys.stdout, args.json)
+    if failed:
+        for repo, err in failed:
+            sys.stderr.write(f"hfwatchd: {repo}: no manifest: {err}\n")
+        return EXIT_UNAVAILABLE
+    return result.exit_code
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import collect_status
+
+    config = _load(args, required=True)
+    assert config is not None
+    missing = args.missing or args.urls
+    state = None
+    if (config.state_dir / "state.sqlite3").exists():
+        state = State(config.state_dir, readonly=True)
+    hub = make_hub(config)
+    try:
+        watches = collect_status(config, state, hub)
+    finally:
+        if state is not None:
+            state.close()
+    if args.json:
+        doc = [
+            {"path": w.path, "unknown": w.unknown, "pending": w.pending,
+             "repos": [{"repo": r.repo, "commit": r.commit, "source": r.source, "expected": r.expected,
+                        "counts": r.counts, "note": r.note, **({"missing": r.todo} if missing else {})}
+                       for r in w.repos]}
+            for w in watches
+        ]
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        return EXIT_OK
+    if args.urls:
+        for w in watches:
+            for r in w.repos:
+                sys.stderr.write(f"# {r.repo} at {r.commit or '?'}: {len(r.todo)} to download into {w.path}\n")
+                for t in r.todo:
+                    if t["url"]:
+                        sys.stdout.write(t["url"] + "\n")
+        return EXIT_OK
+    for w in watches:
+        sys.stdout.write(f"{w.path}\n")
+        for r in w.repos:
+            c = r.counts
+            commit = (r.commit or "?")[:12]
+            sys.stdout.write(
+                f"  {r.repo} @ {commit}: {c[MATCHED]}/{r.expected} matched, {c[MISMATCH]} mismatch, "
+                f"{c[INCOMPLETE]} incomplete, {c[MISSING]} missing, {c['pending']} pending"
+                + (f"  ({r.note})" if r.note else "") + "\n"
+            )
+            if missing:
+                for t in r.todo:
+                    sys.stdout.write(f"    {t['status']:<10} {t['rfilename']}\n")
+        if w.unknown:
+            sys.stdout.write(f"  {w.unknown} unknown file(s) match no watched repo\n")
+    return EXIT_OK
+
+
+# --- manifest ----------------------------------------------------------------------------------
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from .check import make_hub as _make_hub
+    from .config import HubConfig, default_endpoint, default_state_dir
+
+    try:
+        ref = RepoRef.parse(args.repo)
+    except SpecError as exc:
+        raise UsageError(str(exc)) from None
+    config = _load(args, required=False)
+    if config is None:
+        config = Config(state_dir=default_state_dir(), hub=HubConfig(endpoint=default_endpoint()), watches=())
+    _, sink = _console_log(config, quiet=True)
+    hub = _make_hub(config)
+    try:
+        loaded = hub.load(ref, refresh=args.refresh)
+    except HubError as err:
+        sys.stderr.write(f"hfwatchd: {err}\n")
+        return EXIT_UNAVAILABLE
+    finally:
+        hub.close()
+        sink.close()
+    if loaded.error is not None:
+        sys.stderr.write(f"hfwatchd: Hub unreachable, using the cached manifest: {loaded.error}\n")
+    m = loaded.manifest
+    if args.format == "seed":
+        # exactly what the seed get_hash.py writes: json.dump(..., ensure_ascii=False, indent=4)
+        text = json.dumps(m.to_seed(), ensure_ascii=False, indent=4)
+    else:
+        text = json.dumps(m.to_full(), ensure_ascii=False, indent=2)
+    if args.export is None:
+        sys.stdout.write(text + "\n")
+        return EXIT_OK
+    try:
+        from .hub import _atomic_write
+
+        _atomic_write(args.export.absolute(), text.encode("utf-8"))
+    except OSError as exc:
+        sys.stderr.write(f"hfwatchd: cannot write {args.export}: {exc.strerror}\n")
+        return EXIT_USAGE
+    sys.stderr.write(f"{m.repo} at {m.commit}: {len(m.entries)} files, written to {args.export} ({args.format})\n")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check":
+            return cmd_check(args)
+        if args.command == "status":
+            return cmd_status(args)
+        if args.command == "manifest":
+            return cmd_manifest(args)
+        from .daemon import run_daemon
+
+        config = _load(args, required=True)
+        assert config is not None
+        return run_daemon(config)
+    except UsageError as exc:
+        sys.stderr.write(f"hfwatchd: {exc}\n")
+        return EXIT_USAGE
+    except ConfigError as exc:
+        sys.stderr.write(f"hfwatchd: bad configuration: {exc}\n")
+        return EXIT_CONFIG
+    except StateError as exc:
+        sys.stderr.write(f"hfwatchd: {exc}\n")
+        return EXIT_CONFIG
+    except HubError as exc:
+        sys.stderr.write(f"hfwatchd: {exc}\n")
+        return EXIT_CONFIG if exc.permanent else EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        sys.stderr.write("hfwatchd: interrupted; verdicts so far are kept\n")
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

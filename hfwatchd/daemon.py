@@ -1,0 +1,441 @@
+"""The composition root: builds everything, runs the main loop, handles signals, sd_notify and rescans."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import __version__
+from .check import make_hub
+from .config import Config, ConfigError, RepoConfig, WatchConfig, load_config
+from .hub import Hub, HubError, Loaded
+from .logs import Sink, make_logger
+from .manifest import INCOMPLETE, MATCHED, MISMATCH, UNKNOWN
+from .notify import Notifier
+from .pool import DAEMON, Job, Outcome, Pool, WatchedFolder, walk
+from .state import State, StateError
+from .watcher import CandidateHandler, OverflowDetector, WatchError, start_observer, stop_observer
+
+HEALTH_INTERVAL = 5.0  # how often observers and missing folders are looked at: cheap, and rare enough to idle
+
+
+@dataclass(frozen=True)
+class _Fetch:
+    folder_key: str
+    repo: RepoConfig
+    refresh: bool
+
+
+class _RepoTimer:
+    """When to ask the Hub again for one repo, with exponential backoff after failures."""
+
+    def __init__(self, base: float) -> None:
+        self.base = base
+        self.failures = 0
+        self.at = 0.0
+
+    def failed(self, now: float, at_least: float) -> float:
+        self.failures += 1
+        delay: float = min(3600.0, self.base * 2.0 ** (self.failures - 1))
+        delay = max(at_least, delay * random.uniform(0.9, 1.1))  # jitter: many daemons, one mirror
+        self.at = now + delay
+        return delay
+
+    def succeeded(self, now: float, ttl: float | None) -> None:
+        self.failures = 0
+        self.at = now + ttl if ttl is not None else float("inf")
+
+
+class Daemon:
+    """hfwatchd in the foreground: observers feed the pool; the main loop owns every decision."""
+
+    def __init__(self, config: Config, *, log: Any, sink: Sink, notifier: Notifier | None = None,
+                 retry_base: float = 10.0, settle: float = 0.05) -> None:
+        self.config = config
+        self.log = log
+        self.sink = sink
+        self.notifier = notifier or Notifier()
+        self.retry_base = retry_base
+        self.control: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.state = State(config.state_dir)
+        self.hub: Hub = make_hub(config)
+        self.folders: dict[str, WatchedFolder] = {}
+        self.observers: dict[str, Any] = {}
+        self.timers: dict[tuple[str, str], _RepoTimer] = {}
+        self.given_up: set[tuple[str, str]] = set()
+        self.pool = Pool(self.state, workers=config.workers, report=self._report, log=log, mode=DAEMON,
+                         settle=settle)
+        self.stop_event = threading.Event()
+        self._fetch_q: queue.SimpleQueue[_Fetch | None] = queue.SimpleQueue()
+        self._scan_q: queue.SimpleQueue[tuple[str, str | None] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._overflow = OverflowDetector(lambda: self.control.put(("overflow",)))
+        self._after_verdict: list[Callable[[Outcome, WatchConfig], None]] = []
+        self.verdicts = 0
+
+    # --- verdicts ------------------------------------------------------------------------------
+
+    def _report(self, o: Outcome) -> None:
+        """Log one canonical line per verdict (already durable in state), then run the follow-ups."""
+        if o.repeated:
+            return
+        v = o.verdict
+        fields: dict[str, Any] = {"path": v.path, "size": v.size}
+        if v.status == UNKNOWN:
+            self.log.warning("file.unknown", **fields)
+        else:
+            fields.update(repo=v.repo, rfilename=v.rfilename, commit=v.commit, expected_size=v.expected_size,
+                          matched_by=v.matched_by)
+            if v.status == MATCHED:
+                fields.update(algorithm=v.algorithm, digest=v.actual, seconds=round(o.seconds, 3))
+                self.log.info("file.matched", **fields)
+            elif v.status == MISMATCH:
+                fields.update(algorithm=v.algorithm, expected=v.expected, actual=v.actual,
+                              seconds=round(o.seconds, 3))
+                self.log.error("file.mismatch", **fields)
+            elif v.status == INCOMPLETE:
+                self.log.warning("file.incomplete", **fields)
+        self.verdicts += 1
+        for follow_up in self._after_verdict:
+            follow_up(o, o.job.folder.config)
+
+    # --- manifests -----------------------------------------------------------------------------
+
+    def _hub_loop(self) -> None:
+        while True:
+            item = self._fetch_q.get()
+            if item is None:
+                return
+            try:
+                result: Loaded | HubError = self.hub.load(item.repo.ref, manifest_file=item.repo.manifest,
+                                                         refresh=item.refresh)
+            except HubError as err:
+                result = err
+            except Exception as exc:  # noqa: BLE001 - the hub thread must outlive any one bad answer
+                result = HubError(f"{item.repo.ref.key}: {type(exc).__name__}: {exc}", retry_in=300)
+            self.control.put(("manifest", item.folder_key, item.repo, result))
+
+    def _on_manifest(self, folder_key: str, rc: RepoConfig, result: Loaded | HubError) -> None:
+        folder = self.folders.get(folder_key)
+        if folder is None or rc not in folder.config.repos:
+            return  # the watch was removed or changed by a reload meanwhile
+        now = time.monotonic()
+        key = (folder_key, rc.ref.key)
+        timer = self.timers.setdefault(key, _RepoTimer(self.retry_base))
+        if isinstance(result, HubError):
+            delay = timer.failed(now, result.retry_in if not result.permanent else 0.0)
+            if result.permanent:
+                self.given_up.add(key)
+            self.log.error("manifest.failed", repo=str(rc.ref), error=str(result), retry_in=round(delay, 1),
+                           cached=False)
+            self._check_ready(folder)
+            return
+        m = result.manifest
+        self.given_up.discard(key)
+        old = folder.manifests.get(m.repo.key)
+        folder.set_manifest(m)
+        self.state.set_repo(folder.key, m.repo.key, m.repo.revision, m.commit, self.hub.endpoint,
+                            len(m.entries), result.source)
+        if result.error is not None:
+            delay = timer.failed(now, result.error.retry_in)
+            self.log.warning("manifest.failed", repo=str(rc.ref), error=str(result.error),
+                             retry_in=round(delay, 1), cached=True)
+        else:
+            ttl = None if (rc.manifest is not None or m.commit == rc.ref.revision) else self.config.hub.manifest_ttl
+            timer.succeeded(now, ttl)
+        changed = old is None or old.commit != m.commit or old.entries != m.entries
+        if changed:
+            fields: dict[str, Any] = {"repo": str(m.repo), "commit": m.commit or None, "files": len(m.entries),
+                                      "source": result.source}
+            if m.unsafe:
+                fields["unsafe"] = m.unsafe
+            if old is not None:
+                fields["previous_commit"] = old.commit or None
+            if result.error is not None:
+                fields["stale"] = True
+            self.log.info("manifest.loaded", **fields)
+        was_ready = folder.ready
+        self._check_ready(folder)
+        if was_ready and changed:
+            self._scan_q.put((folder.key, None))  # files judged against the old commit are judged again
+
+    def _check_ready(self, folder: WatchedFolder) -> None:
+        if folder.ready:
+            return
+        if all(rc.ref.key in folder.manifests or (folder.key, rc.ref.key) in self.given_up
+               for rc in folder.config.repos):
+            folder.ready = True
+            self._scan_q.put((folder.key, None))
+
+    def _request_manifests(self, folder: WatchedFolder, *, refresh: bool = False) -> None:
+        for rc in folder.config.repos:
+            self._fetch_q.put(_Fetch(folder.key, rc, refresh))
+
+    # --- scanning ------------------------------------------------------------------------------
+
+    def _scan_loop(self) -> None:
+        while True:
+            item = self._scan_q.get()
+            if item is None:
+                return
+            folder_key, sub = item
+            folder = self.folders.get(folder_key)
+            if folder is None or not folder.ready or self.stop_event.is_set():
+                continue
+            try:
+                self._scan(folder, sub)
+            except StateError as exc:
+                self.log.error("state.failed", error=str(exc))
+            except Exception as exc:
+                self.log.exception("scan.failed", path=folder.root, error=f"{type(exc).__name__}: {exc}")
+
+    def _scan(self, folder: WatchedFolder, sub: str | None) -> None:
+        started = time.monotonic()
+        root = folder.root
+        if sub is not None:
+            if folder.relpath(sub) is None:
+                return
+            shadow = WatchedFolder(folder.config)
+            shadow.root = sub  # walk only the subtree, but keep paths absolute
+            paths = [p for p in walk(shadow) if folder.relpath(p) is not None]
+        else:
+            if not os.path.isdir(root):
+                return
+            paths = walk(folder, lambda d, e: self.log.warning("scan.unreadable", path=d, error=e.strerror))
+        rows = {r.path: r for r in self.state.files(folder.key)}
+        queued = unchanged = 0
+        seen: set[bytes] = set()
+        for path in paths:
+            key = os.fsencode(path)
+            seen.add(key)
+            row = rows.get(key)
+            rel = folder.relpath(path)
+            if row is not None and row.signature is not None and rel is not None:
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                if (row.signature.dev, row.signature.ino, row.signature.size, row.signature.mtime_ns) == (
+                    st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+                ) and self.pool.still_valid(folder, row, rel, st.st_size):
+                    unchanged += 1
+                    continue
+            self.pool.submit(Job(folder, path, "scan"))
+            queued += 1
+        if sub is None:
+            gone = [k for k in rows if k not in seen]
+            self.state.forget_many(gone)
+            while not self.pool.wait_idle(timeout=0.5):
+                if self.stop_event.is_set():
+                    return
+            counts: dict[str, int] = {}
+            for r in self.state.files(folder.key):
+                counts[r.status] = counts.get(r.status, 0) + 1
+            self.log.info("scan.finished", path=root, files=len(paths), queued=queued, unchanged=unchanged,
+                          seconds=round(time.monotonic() - started, 3), **counts)
+
+    # --- observers -----------------------------------------------------------------------------
+
+    def _candidate_for(self, folder: WatchedFolder) -> Callable[[str], None]:
+        submit = self.pool.submit
+
+        def candidate(path: str) -> None:
+            submit(Job(folder, path, "event"))
+
+        return candidate
+
+    def _start_watch(self, folder: WatchedFolder) -> None:
+        if folder.key in self.observers:
+            return
+        if not os.path.isdir(folder.root):
+            return
+        handler = CandidateHandler(
+            self._candidate_for(folder),
+            lambda p, k=folder.key: self._scan_q.put((k, p)),  # type: ignore[misc]
+            polling=folder.config.poll,
+        )
+        try:
+            self.observers[folder.key] = start_observer(folder.root, handler, poll=folder.config.poll)
+        except WatchError as exc:
+            self.log.error("watch.failed", path=folder.root, error=exc.strerror)
+            return
+        self.log.info("watch.started", path=folder.root, poll=folder.config.poll)
+        if folder.ready:
+            self._scan_q.put((folder.key, None))  # whatever landed while nothing watched
+
+    def _health(self) -> None:
+        for key, folder in list(self.folders.items()):
+            obs = self.observers.get(key)
+            exists = os.path.isdir(folder.root)
+            if obs is not None and (not obs.is_alive() or not exists):
+                with contextlib.suppress(Exception):
+                    stop_observer(obs, 1.0)
+                del self.observers[key]
+                if exists:
+                    self.log.warning("watch.restarted", path=folder.root, error="observer thread stopped")
+                else:
+                    self.log.warning("watch.missing", path=folder.root, error="folder removed; waiting for it")
+            if key not in self.observers and exists:
+                self._start_watch(folder)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def _add_folder(self, w: WatchConfig) -> None:
+        folder = WatchedFolder(w)
+        self.folders[folder.key] = folder
+        for rc in w.repos:
+            # a cached manifest makes the folder judgeable at once, even with the Hub down
+            hit = None if rc.manifest is not None else self.hub.cached(rc.ref)
+            if hit is not None:
+                folder.set_manifest(hit[0])
+        if not os.path.isdir(folder.root):
+            self.log.warning("watch.missing", path=folder.root, error="no such folder yet; watching for it")
+        self._check_ready(folder)
+        self._start_watch(folder)
+        self._request_manifests(folder)
+
+    def _remove_folder(self, key: str) -> None:
+        obs = self.observers.pop(key, None)
+        if obs is not None:
+            stop_observer(obs)
+        self.folders.pop(key, None)
+        self.log.info("watch.removed", path=key)
+
+    def reload(self) -> None:
+        if self.config.source is None:
+            return
+        try:
+            new = load_config(self.config.source)
+        except ConfigError as exc:
+            self.log.error("config.invalid", error=str(exc), action="keeping the running configuration")
+            return
+        self.sink.reopen()
+        old = {os.path.abspath(w.path): w for w in self.config.watches}
+        fresh = {os.path.abspath(w.path): w for w in new.watches}
+        for key in old.keys() - fresh.keys():
+            self._remove_folder(key)
+        for key, w in fresh.items():
+            if key in old and old[key] == w:
+                continue
+            if key in old:
+                self._remove_folder(key)
+            self._add_folder(w)
+        if new.workers != self.config.workers or new.state_dir != self.config.state_dir:
+            self.log.warning("config.restart_needed", keys="workers, state_dir")
+        self.config = new
+        self.log.info("config.reloaded", watches=len(self.folders))
+
+    def request_stop(self) -> None:
+        self.control.put(("signal", signal.SIGTERM))
+
+    def _status_line(self) -> str:
+        waiting = sum(1 for f in self.folders.values() if not f.ready)
+        return (f"watching {len(self.observers)}/{len(self.folders)} folders, {self.verdicts} verdicts, "
+                f"{self.pool.backlog()} queued" + (f", {waiting} waiting for a manifest" if waiting else ""))
+
+    def run(self, *, install_signals: bool = True) -> int:
+        previous: dict[signal.Signals, Any] = {}
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                previous[sig] = signal.signal(sig, lambda signum, _frame: self.control.put(("signal", signum)))
+        self._overflow.install()
+        try:
+            return self._run()
+        finally:
+            self._overflow.uninstall()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self) -> int:
+        for target, name in ((self._hub_loop, "hfwatchd-hub"), (self._scan_loop, "hfwatchd-scanner")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.pool.start()
+        for w in self.config.watches:
+            self._add_folder(w)
+        self.log.info("daemon.ready", watches=[f.root for f in self.folders.values()], version=__version__,
+                      workers=self.config.workers)
+        self.notifier.ready(self._status_line())
+        next_rescan = time.monotonic() + self.config.rescan_interval
+        next_health = time.monotonic() + HEALTH_INTERVAL
+        stopping = False
+        while not stopping:
+            now = time.monotonic()
+            due = [t.at for t in self.timers.values()] + [next_rescan, next_health]
+            try:
+                item = self.control.get(timeout=max(0.0, min(due) - now))
+            except queue.Empty:
+                item = None
+            if item is not None:
+                kind = item[0]
+                if kind == "signal":
+                    if item[1] == signal.SIGHUP:
+                        self.reload()
+                    else:
+                        stopping = True
+                elif kind == "manifest":
+                    self._on_manifest(item[1], item[2], item[3])
+                elif kind == "overflow":
+                    self.log.warning("watch.overflow", action="rescanning every folder")
+                    for f in self.folders.values():
+                        self._scan_q.put((f.key, None))
+            now = time.monotonic()
+            for (folder_key, repo_key), timer in list(self.timers.items()):
+                if timer.at <= now:
+                    timer.at = float("inf")
+                    folder = self.folders.get(folder_key)
+                    rc = next((r for r in folder.config.repos if r.ref.key == repo_key), None) if folder else None
+                    if rc is not None:
+                        self._fetch_q.put(_Fetch(folder_key, rc, False))
+                    else:
+                        del self.timers[(folder_key, repo_key)]
+            if now >= next_rescan:
+                next_rescan = now + self.config.rescan_interval
+                for f in self.folders.values():
+                    self._scan_q.put((f.key, None))
+            if now >= next_health:
+                next_health = now + HEALTH_INTERVAL
+                self._health()
+                self.notifier.status(self._status_line())
+        return self._shutdown()
+
+    def _shutdown(self) -> int:
+        self.notifier.stopping()
+        self.stop_event.set()
+        for obs in self.observers.values():
+            stop_observer(obs)
+        self.observers.clear()
+        self.pool.stop(timeout=10.0)  # hashing is abandoned within a chunk; an unfinished file stays pending
+        self._scan_q.put(None)
+        self._fetch_q.put(None)
+        for t in self._threads:
+            t.join(timeout=self.config.hub.timeout + 1.0)
+        self.hub.close()
+        self.state.close()
+        self.log.info("daemon.stopped", verdicts=self.verdicts)
+        return 0
+
+
+def run_daemon(config: Config) -> int:
+    """`hfwatchd --config FILE`: run until SIGTERM or SIGINT."""
+    sink = Sink(config.log_file)
+    log = make_logger(sink, config.log_level)
+    try:
+        daemon = Daemon(config, log=log, sink=sink)
+    except StateError as exc:
+        log.error("daemon.failed", error=str(exc))
+        sink.close()
+        return 78
+    try:
+        return daemon.run()
+    finally:
+        sink.close()

@@ -1,0 +1,147 @@
+"""Streaming sha256 and git blob SHA-1 of regular files, in fixed-size reused buffers."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+CHUNK_SIZE = 1 << 20  # 1 MiB: large enough that hashlib releases the GIL and syscalls are amortised
+
+SHA256 = "sha256"
+GIT_SHA1 = "git-sha1"
+ALGORITHMS = (SHA256, GIT_SHA1)
+
+
+class NotRegularFile(OSError):
+    """The path is not a regular file (FIFO, socket, device, directory): it is never read."""
+
+
+class FileChanged(OSError):
+    """The file changed while it was hashed; its digest means nothing."""
+
+
+class Cancelled(Exception):
+    """Hashing was abandoned because the caller is shutting down."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """What must stay equal for an earlier verdict on a file to still hold."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Signature:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def git_blob_header(size: int) -> bytes:
+    return b"blob %d\0" % size
+
+
+def open_regular(path: str | bytes) -> tuple[int, os.stat_result]:
+    """Open `path` for reading without following a final symlink and without blocking on a FIFO."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"not a regular file: {os.fsdecode(path)!r}")  # noqa: TRY301 - fd closed below
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+class StreamHasher:
+    """Incremental digests of one file's content: sha256 and/or git blob SHA-1.
+
+    The git header needs the final size up front, so a git-sha1 hasher is built for
+    a known size; feeding it a different number of bytes gives a digest that cannot match.
+    """
+
+    __slots__ = ("_git", "_sha", "offset")
+
+    def __init__(self, algorithms: frozenset[str], size: int) -> None:
+        self._sha = hashlib.sha256() if SHA256 in algorithms else None
+        self._git = None
+        if GIT_SHA1 in algorithms:
+            self._git = hashlib.sha1(usedforsecurity=False)
+            self._git.update(git_blob_header(size))
+        self.offset = 0
+
+    def update(self, data: memoryview | bytes) -> None:
+        if self._sha is not None:
+            self._sha.update(data)
+        if self._git is not None:
+            self._git.update(data)
+        self.offset += len(data)
+
+    def digests(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self._sha is not None:
+            out[SHA256] = self._sha.hexdigest()
+        if self._git is not None:
+            out[GIT_SHA1] = self._git.hexdigest()
+        return out
+
+    def feed_fd(
+        self,
+        fd: int,
+        until: int,
+        buf: bytearray,
+        progress: Callable[[int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        """Read from the current offset up to `until` bytes of the file through `buf`."""
+        view = memoryview(buf)
+        while self.offset < until:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+            want = min(len(buf), until - self.offset)
+            n = os.preadv(fd, [view[:want]], self.offset)
+            if n == 0:
+                raise FileChanged("file shrank while it was hashed")
+            self.update(view[:n])
+            if progress is not None:
+                progress(n)
+
+
+def hash_file(
+    path: str | bytes,
+    algorithms: frozenset[str],
+    *,
+    expected: Signature | None = None,
+    progress: Callable[[int], None] | None = None,
+    cancel: threading.Event | None = None,
+    buf: bytearray | None = None,
+) -> tuple[dict[str, str], Signature]:
+    """Hash a regular file with the given algorithms in one streaming pass.
+
+    Raises FileChanged if the file is not the one `expected` describes, or if it
+    changed while it was read (checked again with fstat after the last byte).
+    """
+    fd, st = open_regular(path)
+    try:
+        before = Signature.of(st)
+        if expected is not None and before != expected:
+            raise FileChanged("file changed before it was hashed")
+        with contextlib.suppress(OSError):  # some filesystems (FUSE, NFS) refuse advice; it is only a hint
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        hasher = StreamHasher(algorithms, before.size)
+        hasher.feed_fd(fd, before.size, buf if buf is not None else bytearray(CHUNK_SIZE), progress, cancel)
+        after = Signature.of(os.fstat(fd))
+        if after != before:
+            raise FileChanged("file changed while it was hashed")
+        return hasher.digests(), before
+    finally:
+        os.close(fd)

@@ -1,0 +1,336 @@
+"""Pure data: repo specs, manifest entries, the lookup index, and the verdict rules.
+
+Nothing here touches files, threads or the network, so every rule is testable with values.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from .hashing import GIT_SHA1, SHA256
+
+REPO_TYPES = ("model", "dataset", "space")
+_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$|^[A-Za-z0-9]$")
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+MATCHED = "matched"
+MISMATCH = "mismatch"
+INCOMPLETE = "incomplete"
+MISSING = "missing"
+UNKNOWN = "unknown"
+PENDING = "pending"
+STATUSES = (PENDING, MATCHED, MISMATCH, INCOMPLETE, MISSING, UNKNOWN)
+
+
+class SpecError(ValueError):
+    """A repo spec or manifest document that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class RepoRef:
+    """A repo as `hf://` paths write it: `org/name`, `datasets/org/name`, `spaces/org/name`, `@revision`."""
+
+    repo_type: str
+    repo_id: str
+    revision: str = "main"
+
+    @classmethod
+    def parse(cls, spec: str) -> RepoRef:
+        if not isinstance(spec, str) or not spec.strip():
+            raise SpecError("a repo is written org/name, datasets/org/name or spaces/org/name, optionally @revision")
+        text = spec.strip()
+        revision = "main"
+        if "@" in text:
+            text, revision = text.split("@", 1)
+            if not revision or any(c in revision for c in "\0\n\r\t \\") or ".." in revision:
+                raise SpecError(f"bad revision in {spec!r}")
+        parts = text.strip("/").split("/")
+        repo_type = "model"
+        if parts[0] in ("datasets", "spaces", "models"):
+            repo_type = {"datasets": "dataset", "spaces": "space", "models": "model"}[parts[0]]
+            parts = parts[1:]
+        if len(parts) not in (1, 2) or (len(parts) == 1 and repo_type != "model"):
+            raise SpecError(
+                f"{spec!r} is not a repo: write org/name, datasets/org/name or spaces/org/name, optionally @revision"
+            )
+        for part in parts:
+            if not _NAME_RE.match(part) or "--" in part or ".." in part:
+                raise SpecError(f"{spec!r}: {part!r} is not a valid repo or organisation name")
+        return cls(repo_type, "/".join(parts), revision)
+
+    @property
+    def key(self) -> str:
+        """The repo without its revision, as written in specs: `datasets/org/name`."""
+        return _PREFIX[self.repo_type] + self.repo_id
+
+    def __str__(self) -> str:
+        return self.key if self.revision == "main" else f"{self.key}@{self.revision}"
+
+    def resolve_url(self, endpoint: str, commit: str, rfilename: str) -> str:
+        return f"{endpoint.rstrip('/')}/{_PREFIX[self.repo_type]}{self.repo_id}/resolve/{commit}/{quote(rfilename)}"
+
+
+def is_safe_path(rfilename: str) -> bool:
+    """A manifest path that may be joined under a folder: relative, no `..`, no NUL, no backslash."""
+    if not rfilename or "\0" in rfilename or "\\" in rfilename or rfilename.startswith("/"):
+        return False
+    parts = rfilename.split("/")
+    return all(p not in ("", ".", "..") for p in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestEntry:
+    """One file of a repo at one commit, with what its bytes must hash to."""
+
+    rfilename: str
+    size: int | None  # None only for seed manifests, which carry no sizes
+    sha256: str | None  # LFS / Xet files
+    blob_id: str | None  # git blob SHA-1 (for LFS files, that of the pointer)
+
+    @property
+    def algorithm(self) -> str:
+        return SHA256 if self.sha256 else GIT_SHA1
+
+    @property
+    def expected(self) -> str:
+        return (self.sha256 or self.blob_id) or ""
+
+    @property
+    def basename(self) -> str:
+        return posixpath.basename(self.rfilename)
+
+    @property
+    def safe(self) -> bool:
+        return is_safe_path(self.rfilename)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Every file of one repo at one commit."""
+
+    repo: RepoRef
+    commit: str
+    entries: Mapping[str, ManifestEntry]
+    source: str = "hub"  # hub | cache | file
+
+    @property
+    def unsafe(self) -> int:
+        return sum(1 for e in self.entries.values() if not e.safe)
+
+    def to_seed(self) -> dict[str, str]:
+        """The `{"path": "sha256"}` JSON of the scripts people use today: LFS files only."""
+        return {e.rfilename: e.sha256 for e in self.entries.values() if e.sha256}
+
+    def to_full(self) -> dict[str, Any]:
+        return {
+            "format": "hfwatchd-manifest/1",
+            "repo": self.repo.key,
+            "revision": self.repo.revision,
+            "commit": self.commit,
+            "files": {
+                e.rfilename: {"size": e.size, "sha256": e.sha256, "blob_id": e.blob_id}
+                for e in sorted(self.entries.values(), key=lambda e: e.rfilename)
+            },
+        }
+
+
+def parse_manifest_document(doc: Any, repo: RepoRef, *, where: str) -> tuple[str, dict[str, ManifestEntry]]:
+    """Entries and commit from a seed (`{"path": "sha256"}`) or full manifest document."""
+    if not isinstance(doc, dict):
+        raise SpecError(f"{where}: a manifest is a JSON object")
+    entries: dict[str, ManifestEntry] = {}
+    if "files" in doc and isinstance(doc.get("files"), dict):
+        commit = doc.get("commit") or ""
+        if not isinstance(commit, str):
+            raise SpecError(f"{where}: commit must be a string")
+        for path, meta in doc["files"].items():
+            if not isinstance(meta, dict):
+                raise SpecError(f"{where}: files[{path!r}] must be an object")
+            size, sha, blob = meta.get("size"), meta.get("sha256"), meta.get("blob_id")
+            if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+                raise SpecError(f"{where}: files[{path!r}].size must be a non-negative integer")
+            if sha is not None and (not isinstance(sha, str) or not _HEX64.match(sha)):
+                raise SpecError(f"{where}: files[{path!r}].sha256 must be 64 lowercase hex digits")
+            if blob is not None and (not isinstance(blob, str) or not _HEX40.match(blob)):
+                raise SpecError(f"{where}: files[{path!r}].blob_id must be 40 lowercase hex digits")
+            if sha is None and blob is None:
+                raise SpecError(f"{where}: files[{path!r}] has neither sha256 nor blob_id")
+            entries[path] = ManifestEntry(path, size, sha, blob)
+        return commit, entries
+    for path, sha in doc.items():
+        if not isinstance(path, str) or not isinstance(sha, str) or not _HEX64.match(sha.lower()):
+            raise SpecError(f"{where}: {path!r}: a seed manifest maps each path to a 64-hex sha256")
+        entries[path] = ManifestEntry(path, None, sha.lower(), None)
+    return "", entries
+
+
+def load_manifest_text(text: str, repo: RepoRef, *, where: str) -> Manifest:
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise SpecError(f"{where}: not valid JSON ({exc})") from exc
+    commit, entries = parse_manifest_document(doc, repo, where=where)
+    return Manifest(repo, commit, entries, source="file")
+
+
+# --- name normalisation -------------------------------------------------------------------------
+
+_DUP_PAREN = re.compile(r"^(?P<stem>.+?) ?\((?P<n>\d+)\)(?P<ext>(?:\.[^./]+)*)$")  # X (1).ext, X(1).ext
+_DUP_TRAIL = re.compile(r"^(?P<name>.+)\.(?P<n>\d+)$")  # wget: X.1
+_DUP_MID = re.compile(r"^(?P<stem>.+)\.(?P<n>\d+)(?P<ext>\.[^./]+)$")  # aria2: X.1.ext
+
+
+def original_names(name: str) -> list[str]:
+    """Names a downloader may have started from before adding a duplicate suffix, most likely first."""
+    out: list[str] = []
+    m = _DUP_PAREN.match(name)
+    if m:
+        out.append(m["stem"] + m["ext"])
+    m2 = _DUP_TRAIL.match(name)
+    if m2:
+        out.append(m2["name"])
+    m3 = _DUP_MID.match(name)
+    if m3:
+        out.append(m3["stem"] + m3["ext"])
+    return [n for n in dict.fromkeys(out) if n and n != name]
+
+
+# --- index and verdicts ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A manifest entry a local file may be, and the manifest it comes from."""
+
+    manifest: Manifest
+    entry: ManifestEntry
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What must be computed about a local file before it can be judged."""
+
+    by_name: tuple[Candidate, ...]  # from its path or its name: judged against these
+    by_content: tuple[Candidate, ...]  # same size somewhere in the watched manifests
+    algorithms: frozenset[str]
+    how: str | None = None  # path | name: how by_name was found
+
+    @property
+    def needs_hash(self) -> bool:
+        return bool(self.algorithms)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one local file."""
+
+    status: str
+    path: str
+    size: int
+    repo: str | None = None
+    revision: str | None = None
+    rfilename: str | None = None
+    commit: str | None = None
+    expected_size: int | None = None
+    algorithm: str | None = None
+    expected: str | None = None
+    actual: str | None = None
+    matched_by: str | None = None  # path | name | content
+
+
+@dataclass
+class Index:
+    """Lookup of manifest entries by relative path, by base name and by size, over a watch's manifests."""
+
+    manifests: list[Manifest] = field(default_factory=list)
+    by_path: dict[str, list[Candidate]] = field(default_factory=dict)
+    by_name: dict[str, list[Candidate]] = field(default_factory=dict)
+    by_size: dict[int, list[Candidate]] = field(default_factory=dict)
+    unsized: list[Candidate] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, manifests: Iterable[Manifest]) -> Index:
+        idx = cls()
+        for m in manifests:
+            idx.manifests.append(m)
+            for e in m.entries.values():
+                c = Candidate(m, e)
+                idx.by_path.setdefault(e.rfilename, []).append(c)
+                idx.by_name.setdefault(e.basename, []).append(c)
+                if e.size is None:
+                    idx.unsized.append(c)
+                else:
+                    idx.by_size.setdefault(e.size, []).append(c)
+        return idx
+
+    def plan(self, relpath: str, size: int) -> Plan:
+        """Which entries a file at `relpath` of `size` bytes may be, and which digests decide it."""
+        by_name: tuple[Candidate, ...] = tuple(self.by_path.get(relpath, ()))
+        how: str | None = "path" if by_name else None
+        if not by_name:
+            base = posixpath.basename(relpath)
+            for name in (base, *original_names(base)):
+                found = self.by_name.get(name, [])
+                # a bare name only maps to an entry when it is unique among the folder's repos
+                if len(found) == 1:
+                    by_name, how = (found[0],), "name"
+                    break
+                if len(found) > 1:
+                    break
+        by_content = tuple(self.by_size.get(size, ())) + tuple(self.unsized)
+        algorithms: set[str] = set()
+        for c in by_name:
+            if c.entry.size is None or size >= c.entry.size:
+                algorithms.add(c.entry.algorithm)
+        for c in by_content:
+            algorithms.add(c.entry.algorithm)
+        return Plan(by_name, by_content, frozenset(algorithms), how)
+
+
+def _verdict(status: str, path: str, size: int, c: Candidate | None, actual: str | None, how: str | None) -> Verdict:
+    if c is None:
+        return Verdict(status, path, size, actual=actual)
+    return Verdict(
+        status,
+        path,
+        size,
+        repo=c.manifest.repo.key,
+        revision=c.manifest.repo.revision,
+        rfilename=c.entry.rfilename,
+        commit=c.manifest.commit or None,
+        expected_size=c.entry.size,
+        algorithm=c.entry.algorithm,
+        expected=c.entry.expected,
+        actual=actual,
+        matched_by=how,
+    )
+
+
+def _matches(c: Candidate, size: int, digests: Mapping[str, str]) -> bool:
+    e = c.entry
+    return (e.size is None or e.size == size) and digests.get(e.algorithm) == e.expected
+
+
+def decide(plan: Plan, path: str, size: int, digests: Mapping[str, str]) -> Verdict:
+    """Judge a file from its plan and the digests computed for it."""
+    how = plan.how
+    for c in plan.by_name:
+        if _matches(c, size, digests):
+            return _verdict(MATCHED, path, size, c, digests.get(c.entry.algorithm), how)
+    for c in plan.by_content:
+        if _matches(c, size, digests):
+            return _verdict(MATCHED, path, size, c, digests.get(c.entry.algorithm), "content")
+    if plan.by_name:
+        c = plan.by_name[0]
+        if c.entry.size is not None and size < c.entry.size:
+            return _verdict(INCOMPLETE, path, size, c, None, how)
+        return _verdict(MISMATCH, path, size, c, digests.get(c.entry.algorithm), how)
+    return _verdict(UNKNOWN, path, size, None, digests.get(SHA256), None)

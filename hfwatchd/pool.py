@@ -1,0 +1,334 @@
+"""Worker threads: settle a file, hash it, compare it, record the verdict, then report it."""
+
+from __future__ import annotations
+
+import os
+import queue
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .completion import control_file, is_temp_name, placeholder_in_progress
+from .config import WatchConfig
+from .hashing import CHUNK_SIZE, Cancelled, FileChanged, NotRegularFile, Signature, hash_file
+from .manifest import INCOMPLETE, PENDING, UNKNOWN, Index, Manifest, Plan, Verdict, decide
+from .state import FileRow, State, StateError
+
+DAEMON = "daemon"
+CHECK = "check"
+MAX_ATTEMPTS = 5
+
+
+class WatchedFolder:
+    """A watch at run time: its config, its current manifests and the index built from them."""
+
+    def __init__(self, config: WatchConfig) -> None:
+        self.config = config
+        self.root = os.path.abspath(config.path)
+        self.key = self.root
+        self.manifests: dict[str, Manifest] = {}
+        self.index = Index.build([])
+        # judged only once every repo has a manifest (or can never have one): judging with part of
+        # them would map a file to the wrong repo's entry and keep that verdict
+        self.ready = False
+        self._lock = threading.Lock()
+        skip = []
+        if config.place_dir is not None:
+            skip.append(os.path.abspath(config.place_dir))
+        self.skip_dirs = tuple(skip)
+
+    def set_manifest(self, manifest: Manifest) -> Manifest | None:
+        """Use `manifest` for its repo from now on; returns the one it replaces."""
+        with self._lock:
+            old = self.manifests.get(manifest.repo.key)
+            self.manifests[manifest.repo.key] = manifest
+            order = [rc.ref.key for rc in self.config.repos]
+            self.index = Index.build(self.manifests[k] for k in order if k in self.manifests)
+            return old
+
+    def relpath(self, path: str) -> str | None:
+        """The path relative to this folder with `/` separators, or None if it is outside or skipped."""
+        if not path.startswith(self.root + os.sep):
+            return None
+        if any(path == d or path.startswith(d + os.sep) for d in self.skip_dirs):
+            return None
+        return path[len(self.root) + 1 :].replace(os.sep, "/")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    folder: WatchedFolder
+    path: str  # absolute; may hold surrogate escapes for names that are not UTF-8
+    reason: str = "scan"  # scan | event
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A verdict as recorded, with what the reporter needs around it."""
+
+    job: Job
+    verdict: Verdict
+    signature: Signature | None
+    seconds: float
+    previous: FileRow | None
+
+    @property
+    def repeated(self) -> bool:
+        """The same non-final verdict as last time (an interrupted download seen again): not worth a new line."""
+        p = self.previous
+        return (
+            p is not None
+            and p.status == self.verdict.status == INCOMPLETE
+            and p.rfilename == self.verdict.rfilename
+            and (p.signature is None or p.signature == self.signature)
+        )
+
+
+@dataclass
+class Counters:
+    hashed_bytes: int = 0
+    hashed_files: int = 0
+    skipped: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)
+
+
+def _fskey(path: str) -> bytes:
+    return os.fsencode(path)
+
+
+class Pool:
+    """A fixed set of worker threads fed by a queue; `check` and the daemon share it."""
+
+    def __init__(
+        self,
+        state: State,
+        *,
+        workers: int,
+        report: Callable[[Outcome], None],
+        log: Any,
+        mode: str = DAEMON,
+        settle: float = 0.05,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> None:
+        self.state = state
+        self.workers = workers
+        self.report = report
+        self.log = log
+        self.mode = mode
+        self.settle = settle
+        self.on_bytes = on_bytes
+        self.stopping = threading.Event()
+        self.counters = Counters()
+        self._q: queue.Queue[Job | None] = queue.Queue()
+        self._queued: set[str] = set()
+        self._qlock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._active = 0
+        self._idle = threading.Condition(self._qlock)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._run, name=f"hfwatchd-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Ask workers to finish or abandon their file (it stays pending) and join them."""
+        self.stopping.set()
+        for _ in self._threads:
+            self._q.put(None)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        alive = any(t.is_alive() for t in self._threads)
+        self._threads = []
+        return not alive
+
+    def submit(self, job: Job) -> None:
+        with self._qlock:
+            if job.path in self._queued:
+                return
+            self._queued.add(job.path)
+        self._q.put(job)
+
+    def backlog(self) -> int:
+        with self._qlock:
+            return len(self._queued) + self._active
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is queued or being judged."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._queued and self._active == 0, timeout)
+
+    # --- work ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        buf = bytearray(CHUNK_SIZE)  # one reused buffer per thread keeps RSS flat whatever the file sizes
+        while True:
+            job = self._q.get()
+            if job is None:
+                return
+            with self._qlock:
+                self._queued.discard(job.path)
+                self._active += 1
+            try:
+                if not self.stopping.is_set():
+                    self._judge(job, buf)
+            except Cancelled:
+                pass
+            except StateError as exc:
+                self.log.error("state.failed", path=job.path, error=str(exc))
+            except Exception as exc:
+                self.log.exception("worker.failed", path=job.path, error=f"{type(exc).__name__}: {exc}")
+            finally:
+                with self._idle:
+                    self._active -= 1
+                    self._idle.notify_all()
+
+    def _retry(self, job: Job, why: str) -> None:
+        if job.attempt + 1 >= MAX_ATTEMPTS:
+            self.log.debug("file.unsettled", path=job.path, why=why)
+            return
+        # a short pause lets a writer finish; waiting on the stop event keeps shutdown prompt
+        if not self.stopping.wait(self.settle * (2 ** job.attempt)):
+            self.submit(Job(job.folder, job.path, job.reason, job.attempt + 1))
+
+    def still_valid(self, folder: WatchedFolder, row: FileRow, rel: str, size: int) -> bool:
+        """Whether the stored verdict of an unchanged file holds against the current manifests."""
+        if row.status == PENDING:
+            return False
+        if row.status == UNKNOWN:
+            plan = folder.index.plan(rel, size)
+            return not plan.by_name and not plan.by_content
+        if row.repo is None:
+            return False
+        m = folder.manifests.get(row.repo)
+        if m is None or row.rfilename is None:
+            return False
+        if (m.commit or None) == row.commit:
+            return True
+        entry = m.entries.get(row.rfilename)
+        return entry is not None and entry.expected == row.expected and entry.size == row.expected_size
+
+    def _judge(self, job: Job, buf: bytearray) -> None:
+        folder, path = job.folder, job.path
+        rel = folder.relpath(path)
+        if rel is None or is_temp_name(rel) or not folder.ready:
+            return  # a folder becoming ready is scanned whole
+        key = _fskey(path)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            self.state.forget(key)
+            return
+        except OSError as exc:
+            self.log.warning("file.unreadable", path=path, error=exc.strerror)
+            return
+        if not stat.S_ISREG(st.st_mode):
+            return  # FIFOs, sockets, devices and symlinks are never opened
+        sig = Signature.of(st)
+        previous = self.state.get(key)
+        if previous is not None and previous.signature == sig and self.still_valid(folder, previous, rel, sig.size):
+            self.counters.skipped += 1
+            return
+
+        in_progress = control_file(path) is not None or (sig.size == 0 and placeholder_in_progress(path))
+        if in_progress:
+            if self.mode == DAEMON and job.reason == "event":
+                return  # the rename or the control file's deletion will bring it back
+            plan = folder.index.plan(rel, sig.size)
+            v = decide(plan, path, sig.size, {})
+            if v.rfilename is not None:
+                v = Verdict(INCOMPLETE, path, sig.size, v.repo, v.revision, v.rfilename, v.commit,
+                            v.expected_size, v.algorithm, v.expected, None, v.matched_by)
+                self.state.record(folder.key, key, None, v)
+                self._emit(Outcome(job, v, None, 0.0, previous))
+            return
+
+        if self.mode == DAEMON and time.time_ns() - sig.mtime_ns < 2_000_000_000:
+            # recently written: make sure the writer is done (size, mtime and inode stay put)
+            if self.stopping.wait(self.settle):
+                return
+            try:
+                again = Signature.of(os.lstat(path))
+            except OSError:
+                return
+            if again != sig:
+                self._retry(job, "still being written")
+                return
+
+        plan = folder.index.plan(rel, sig.size)
+        started = time.monotonic()
+        digests: dict[str, str] = {}
+        if self._worth_hashing(plan, sig.size):
+            self.state.mark_pending(folder.key, key)
+            try:
+                digests, _ = hash_file(path, plan.algorithms, expected=sig, progress=self.on_bytes,
+                                       cancel=self.stopping, buf=buf)
+            except FileChanged:
+                self._retry(job, "changed while hashed")
+                return
+            except NotRegularFile:
+                return
+            except FileNotFoundError:
+                self.state.forget(key)
+                return
+            except PermissionError as exc:
+                self.log.warning("file.unreadable", path=path, error=exc.strerror)
+                self.state.forget(key)
+                return
+            self.counters.hashed_bytes += sig.size
+            self.counters.hashed_files += 1
+        v = decide(plan, path, sig.size, digests)
+        seconds = time.monotonic() - started
+        self.state.record(folder.key, key, sig, v)
+        self._emit(Outcome(job, v, sig, seconds, previous))
+
+    @staticmethod
+    def _worth_hashing(plan: Plan, size: int) -> bool:
+        """A file shorter than its named entry, and of no other entry's size, is incomplete without reading it."""
+        if not plan.algorithms:
+            return False
+        if plan.by_content:
+            return True
+        return any(c.entry.size is None or size >= c.entry.size for c in plan.by_name)
+
+    def _emit(self, outcome: Outcome) -> None:
+        with self._qlock:
+            self.counters.verdicts[outcome.verdict.status] = self.counters.verdicts.get(outcome.verdict.status, 0) + 1
+        self.report(outcome)
+
+
+def walk(folder: WatchedFolder, on_error: Callable[[str, OSError], None] | None = None) -> list[str]:
+    """Every candidate file under a watched folder (temp names and skipped dirs left out), without following links."""
+    out: list[str] = []
+    stack = [folder.root]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError as exc:
+            if on_error is not None:
+                on_error(d, exc)
+            continue
+        with it:
+            for entry in it:
+                p = os.path.join(d, entry.name)
+                rel = folder.relpath(p)
+                if rel is None:
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if not is_temp_name(rel + "/"):
+                            stack.append(p)
+                    elif entry.is_file(follow_symlinks=False) and not is_temp_name(rel):
+                        out.append(p)
+                except OSError:
+                    continue
+    return out
