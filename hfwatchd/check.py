@@ -132,9 +132,13 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
     stream = stream or sys.stderr
     folders = [WatchedFolder(w) for w in config.watches]
     failed = load_manifests(hub, folders, state, log)
+    result = CheckResult()
+    if failed:
+        # judging with part of the manifests would call the other repos' files unknown, or worse
+        result.seconds = time.monotonic() - started
+        return result, [(key, err) for _, key, err in failed]
     for folder in folders:
         folder.ready = True
-    result = CheckResult()
     outcomes: list[Outcome] = []
     lock = threading.Lock()
 

@@ -158,11 +158,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         hub.close()
         state.close()
         sink.close()
-    _print_check(result, sys.stdout, args.json)
     if failed:
-        for repo, err in failed:
-            sys.stderr.write(f"hfwatchd: {repo}: no manifest: {err}\n")
+        for _repo, err in failed:
+            sys.stderr.write(f"hfwatchd: no manifest, nothing judged: {err}\n")
+        if all(err.permanent for _, err in failed):
+            # the Hub answered: the repo, revision or access is wrong, not the network
+            return EXIT_USAGE if args.repo is not None else EXIT_CONFIG
         return EXIT_UNAVAILABLE
+    _print_check(result, sys.stdout, args.json)
     return result.exit_code
 
 

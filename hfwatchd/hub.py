@@ -191,6 +191,9 @@ class Hub:
 
     def _hf(self) -> Any:
         if self._api is None:
+            # read by huggingface_hub at import: without it, building a user agent asks the public Hub
+            # (not our endpoint) for a registry, which a mirror user behind a firewall waits seconds for
+            os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
             from huggingface_hub import HfApi, set_client_factory
 
             set_client_factory(_make_client_factory(self.timeout))

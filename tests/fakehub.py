@@ -156,13 +156,9 @@ class _Commit:
             entries = []
             for name, (is_dir, path) in children[directory].items():
                 if is_dir:
-                    entries.append(
-                        (name + "/", b"40000 %s\0" % name.encode() + bytes.fromhex(tree_oid(path)))
-                    )
+                    entries.append((name + "/", b"40000 %s\0" % name.encode() + bytes.fromhex(tree_oid(path))))
                 else:
-                    entries.append(
-                        (name, b"100644 %s\0" % name.encode() + bytes.fromhex(self.files[path].oid))
-                    )
+                    entries.append((name, b"100644 %s\0" % name.encode() + bytes.fromhex(self.files[path].oid)))
             body = b"".join(raw for _, raw in sorted(entries, key=lambda e: e[0].encode()))
             oids[directory] = hashlib.sha1(b"tree %d\0" % len(body) + body).hexdigest()
             return oids[directory]
@@ -227,9 +223,7 @@ class _Reply:
 class _HubError(Exception):
     """An answer with the Hub's error headers; raised inside request handling."""
 
-    def __init__(
-        self, status: int, code: str | None, message: str, extra: list[tuple[str, str]] | None = None
-    ):
+    def __init__(self, status: int, code: str | None, message: str, extra: list[tuple[str, str]] | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -756,9 +750,7 @@ class FakeHub:
         headers = [("Content-Type", _JSON)]
         if start + page_size < len(listing):
             cursor = base64.urlsafe_b64encode(json.dumps({"offset": start + page_size}).encode()).decode()
-            query = urlencode(
-                {"recursive": str(recursive).lower(), "expand": str(expand).lower(), "cursor": cursor}
-            )
+            query = urlencode({"recursive": str(recursive).lower(), "expand": str(expand).lower(), "cursor": cursor})
             host = handler.headers.get("Host") or f"127.0.0.1:{self.port}"
             next_url = f"http://{host}{urlsplit(handler.path).path}?{query}"
             headers.append(("Link", f'<{next_url}>; rel="next"'))

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import fakehub
 import httpx2
 import pytest
 from fakehub import FakeHub, git_blob_sha1
@@ -28,7 +29,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 from huggingface_hub.utils import _detect_agent
 
-pytest_plugins = ["fakehub"]  # provides the `fake_hub` fixture
+fake_hub = fakehub.fake_hub  # the fixture under test, bound here so that pytest finds it
 
 REPO = "org/name"
 TOKEN = "hf_fakehub_test_token"
@@ -57,6 +58,13 @@ def hf_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     # huggingface_hub asks huggingface.co (not HF_ENDPOINT) for an agent registry once per process.
     monkeypatch.setattr(_detect_agent, "_registry", _detect_agent._EMPTY_REGISTRY)
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads() -> Iterator[None]:
+    """After each test (and after fake_hub's teardown) no server or connection thread is alive."""
+    yield
+    assert [t.name for t in threading.enumerate() if t.name.startswith("fakehub-")] == []
 
 
 @pytest.fixture

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh machine: system tools, a venv, lint, types, tests.
+# Usage: bash tests/run.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Real downloaders for the end-to-end tests (wget, curl, aria2c, headless Chromium).
+need=()
+command -v wget >/dev/null || need+=(wget)
+command -v curl >/dev/null || need+=(curl)
+command -v aria2c >/dev/null || need+=(aria2)
+command -v chromium >/dev/null || need+=(chromium)
+if ((${#need[@]})); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing ${need[*]} with apt-get" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    else
+        echo "missing ${need[*]}: install them (Debian: sudo apt-get install ${need[*]}); their tests will fail" >&2
+    fi
+fi
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+
+.venv/bin/ruff check hfwatchd tests bench
+.venv/bin/mypy
+
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+    echo "pytest collected no tests" >&2
+    exit 1
+fi
+exit "$rc"
