@@ -32,7 +32,8 @@ set +e
 rc=$?
 set -e
 if [ "$rc" = 5 ]; then
-    echo "pytest collected no tests" >&2
-    exit 1
+    # pytest's "no tests collected" (e.g. a -k or -m filter that selects nothing) is not a failure
+    echo "pytest collected no tests for these arguments" >&2
+    exit 0
 fi
 exit "$rc"
