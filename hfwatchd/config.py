@@ -284,6 +284,10 @@ def parse_config(data: Mapping[str, Any], *, base: Path, source: Path | None = N
     if not 1 <= workers <= 256:
         raise ConfigError(f"workers: must be between 1 and 256, got {workers}")
     hooks = _hooks(top, None)
+    state_dir = top.path("state_dir") or default_state_dir()
+    log_file = top.path("log_file")
+    log_level = top.choice("log_level", LOG_LEVELS, "info")
+    rescan_interval = parse_duration(data.get("rescan_interval", "10m"), "rescan_interval")
     watches_raw = top.get("watch", list, [])
     if not watches_raw:
         raise ConfigError("watch: at least one [[watch]] table is required")
@@ -295,13 +299,13 @@ def parse_config(data: Mapping[str, Any], *, base: Path, source: Path | None = N
             raise ConfigError(f"watch[{i}].path: {w.path} is already watched by watch[{seen[key]}]")
         seen[key] = i
     return Config(
-        state_dir=top.path("state_dir") or default_state_dir(),
+        state_dir=state_dir,
         hub=hub,
         watches=watches,
-        log_file=top.path("log_file"),
-        log_level=top.choice("log_level", LOG_LEVELS, "info"),
+        log_file=log_file,
+        log_level=log_level,
         workers=workers,
-        rescan_interval=parse_duration(data.get("rescan_interval", "10m"), "rescan_interval"),
+        rescan_interval=rescan_interval,
         hooks=hooks,
         source=source,
     )

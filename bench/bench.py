@@ -1,0 +1,727 @@
+"""Benchmark `hfwatchd check` and the daemon's verdict latency against the other ways to verify Hub files.
+
+Default mode times, alternating the tools within each round and repeating rounds, on the same
+real files (random bytes written under a temporary folder, in the page cache) served by the
+tests' fake Hub as repo ``bench/model``:
+
+1. the ceiling: N threads hashing an in-memory buffer with hashlib.sha256 (N = min(cpus, files));
+2. ``hfwatchd check bench/model DIR`` (fresh state), its fixed cost (same repo, a folder holding only
+   config.json) and its hashing net of that fixed cost;
+3. a second ``hfwatchd check`` with the same state over the unchanged folder;
+4. a careful two-thread ``hashlib.file_digest`` script against the seed-format manifest;
+5. the single-thread 50 MB-read loop of the seed ``validate.py``;
+6. ``sha256sum --check``;
+7. ``hf cache verify bench/model --local-dir DIR`` (huggingface_hub's own checker).
+
+``--latency`` instead measures how long after curl finishes a 1 GiB download (at about 100 MB/s,
+from the fake Hub into a watched folder) the daemon logs its ``file.matched`` line, and the daemon's
+CPU time for that file relative to one plain sha256 of it.
+
+Run from the repository root: ``.venv/bin/python bench/bench.py [--quick] [--json FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = "bench/model"
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1 << 20
+CONFIG_JSON = json.dumps({"model_type": "bench", "hidden_size": 8}, indent=2).encode() + b"\n"
+TOOL_TIMEOUT = 900.0  # seconds: a hung tool is killed and reported, not waited for forever
+
+# The careful two-thread script: hashlib.file_digest (readinto a reused buffer, GIL released) in 2 threads.
+TWO_THREAD_SCRIPT = """\
+import hashlib, json, os, sys
+from concurrent.futures import ThreadPoolExecutor
+
+manifest, root = sys.argv[1], sys.argv[2]
+with open(manifest, encoding="utf-8") as f:
+    expected = json.load(f)
+
+def digest(rel):
+    with open(os.path.join(root, rel), "rb") as f:
+        return rel, hashlib.file_digest(f, "sha256").hexdigest()
+
+bad = 0
+with ThreadPoolExecutor(2) as pool:
+    for rel, actual in pool.map(digest, sorted(expected)):
+        bad += actual != expected[rel]
+        print(rel, "matched" if actual == expected[rel] else "MISMATCH")
+sys.exit(1 if bad else 0)
+"""
+
+# The seed validate.py as people run it today (get_sha256 verbatim), minus its state file, which would
+# make every later round skip the files; it exits 1 when a file is unmatched or missing.
+SEED_LOOP_SCRIPT = """\
+import hashlib, json, os, sys
+
+def get_sha256(filepath):
+    with open(filepath, "rb") as f:
+        chunksize = 50 * 1024 * 1024
+        m = hashlib.sha256()
+        while True:
+            chunk = f.read(chunksize)
+            if not chunk:
+                break
+            m.update(chunk)
+    return m.hexdigest()
+
+validate_filepath, root_path = sys.argv[1], sys.argv[2]
+with open(validate_filepath, "r") as fr:
+    sha256_info = json.load(fr)
+bad = 0
+for prefix, folders, filenames in os.walk(root_path):
+    for filename in filenames:
+        filepath = os.path.join(prefix, filename)
+        relpath = os.path.relpath(filepath, root_path).replace("\\\\", "/")
+        if relpath in sha256_info:
+            if sha256_info[relpath] == get_sha256(filepath):
+                print(relpath, "matched")
+            else:
+                print(relpath, "unmatched, please redownload !!")
+                bad += 1
+            sha256_info.pop(relpath)
+print(f"There are {len(sha256_info)} files should be download")
+sys.exit(1 if bad or sha256_info else 0)
+"""
+
+
+# Measures one command from a small process. Linux records the *parent's* peak RSS in a child's ru_maxrss
+# at exec (exec_mmap keeps the old mm's high-water mark), so a child spawned straight from this benchmark,
+# which holds the whole data set in memory for the fake Hub, would report at least that. Spawned from this
+# small wrapper, the child's ru_maxrss is its own (or the wrapper's ~10 MiB, whichever is larger). The
+# wall time is taken here, around spawn and wait4, so the wrapper's own start-up is not counted.
+MEASURE_SCRIPT = """\
+import json, os, select, signal, sys, time
+result, timeout, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+started = time.perf_counter()
+pid = os.posix_spawnp(argv[0], argv, os.environ)
+pidfd = os.pidfd_open(pid)
+timed_out = not select.select([pidfd], [], [], timeout)[0]
+if timed_out:
+    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+_, status, usage = os.wait4(pid, 0)
+seconds, ended = time.perf_counter() - started, time.time()
+os.close(pidfd)
+with open(result, "w") as f:
+    json.dump({"seconds": seconds, "ended": ended, "returncode": os.waitstatus_to_exitcode(status),
+               "timed_out": timed_out, "maxrss_kib": usage.ru_maxrss, "cpu": usage.ru_utime + usage.ru_stime}, f)
+"""
+
+
+# --- machine and tools ---------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = "unknown"
+    flags: set[str] = set()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and cpu == "unknown":
+                cpu = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    mem_kib = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count() or 1,
+        "sha_ni": "sha_ni" in flags,
+        "memory_gib": round(mem_kib / MIB, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "huggingface_hub": metadata.version("huggingface_hub"),
+        "hfwatchd": metadata.version("hfwatchd"),
+    }
+
+
+def executable(name: str) -> str:
+    """A console script of the venv this interpreter belongs to, else one on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"bench: {name} not found beside {sys.executable} nor on PATH")
+    return found
+
+
+def base_env(workdir: Path, endpoint: str) -> dict[str, str]:
+    """The environment every tool runs in: the fake Hub, no token, no cache or state of the user's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(
+        HF_ENDPOINT=endpoint,
+        HF_HOME=str(workdir / "hf-home"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        XDG_STATE_HOME=str(workdir / "state-unused"),
+        NO_COLOR="1",
+    )
+    return env
+
+
+# --- running and timing a command ----------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One timed command: wall time, exit code, peak RSS and CPU of that process alone."""
+
+    seconds: float
+    returncode: int
+    maxrss_mib: float
+    cpu_seconds: float
+    output: str
+    ended: float  # wall clock (time.time()) when the process had exited
+
+    @property
+    def tail(self) -> str:
+        lines = [line for line in self.output.strip().splitlines() if line.strip()]
+        return " | ".join(lines[-2:])[:160] or "(no output)"
+
+
+def run_timed(argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = TOOL_TIMEOUT) -> Run:
+    """Run `argv` to completion under MEASURE_SCRIPT: wall time, exit code and rusage of exactly that process."""
+    with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile(suffix=".json") as result:
+        subprocess.run([sys.executable, "-S", "-c", MEASURE_SCRIPT, result.name, str(timeout), *argv],
+                       stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=True)
+        measured = json.loads(Path(result.name).read_text(encoding="utf-8"))
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    if measured["timed_out"]:
+        text += f"\n(killed after {timeout:.0f}s)"
+    return Run(measured["seconds"], measured["returncode"], measured["maxrss_kib"] / 1024, measured["cpu"], text,
+               measured["ended"])
+
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def make_files(count: int, size: int) -> dict[str, bytes]:
+    """config.json plus `count` shards of random bytes, named like a sharded safetensors model."""
+    names = [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+    with ThreadPoolExecutor(min(count, os.cpu_count() or 1)) as pool:  # os.urandom releases the GIL
+        blobs = list(pool.map(lambda _: os.urandom(size), names))
+    return {"config.json": CONFIG_JSON, **dict(zip(names, blobs, strict=True))}
+
+
+def write_tree(root: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def warm_page_cache(paths: list[Path]) -> None:
+    """Flush the writes, then read every file once so every tool reads from the page cache."""
+    os.sync()
+    buf = bytearray(8 * MIB)
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+
+
+# --- the ceiling ---------------------------------------------------------------------------------
+
+
+def ceiling_seconds(buffer: bytes, total: int, threads: int) -> float:
+    """Wall time for `threads` threads to sha256 `total` bytes of an in-memory buffer between them."""
+    view = memoryview(buffer)
+    share = total // threads
+
+    def work(n: int) -> str:
+        h = hashlib.sha256()
+        left = share + (total - share * threads if n == 0 else 0)
+        while left > 0:
+            take = min(left, len(view))
+            h.update(view[:take])
+            left -= take
+        return h.hexdigest()
+
+    barrier = threading.Barrier(threads + 1)
+
+    def timed(n: int) -> str:
+        barrier.wait()
+        return work(n)
+
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(timed, n) for n in range(threads)]
+        barrier.wait()
+        started = time.perf_counter()
+        for f in futures:
+            f.result()
+        return time.perf_counter() - started
+
+
+# --- bulk mode -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Tool:
+    """A row of the table: its samples and, when it could not run, why."""
+
+    key: str
+    label: str
+    seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    rss_mib: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.seconds) if self.seconds else None
+
+    def add(self, run: Run, ok: bool) -> None:
+        if not ok:
+            self.error = self.error or f"exit {run.returncode}: {run.tail}"
+            return
+        self.seconds.append(run.seconds)
+        self.cpu.append(run.cpu_seconds)
+        self.rss_mib.append(run.maxrss_mib)
+
+
+def bulk(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
+    from fakehub import FakeHub  # the tests' fake Hub; tests/ is put on sys.path by main()
+
+    size, count = args.size_mib * MIB, args.files
+    threads = max(1, min(os.cpu_count() or 1, count))
+    hfwatchd, hf = executable("hfwatchd"), executable("hf")
+    workdir = Path(tempfile.mkdtemp(prefix="hfwatchd-bench-", dir=args.tmp_dir))
+    hub = FakeHub()
+    try:
+        print(f"generating {count} x {args.size_mib} MiB of random bytes under {workdir} ...", flush=True)
+        files = make_files(count, size)
+        total = sum(len(files[rel]) for rel in files if rel != "config.json")
+        data_dir, config_only = workdir / "model", workdir / "config-only"
+        write_tree(data_dir, files)
+        write_tree(config_only, {"config.json": CONFIG_JSON})
+        hub.add_repo(REPO, files)
+        hub.start()
+        env = base_env(workdir, hub.url)
+        shards = sorted(p for p in data_dir.rglob("*") if p.is_file())
+        warm_page_cache(shards)
+        buffer = files[next(rel for rel in files if rel != "config.json")]  # already in memory for the hub
+
+        seed = workdir / "seed.json"
+        export = run_timed([hfwatchd, "manifest", REPO, "--format", "seed", "--export", str(seed)],
+                           {**env, "XDG_STATE_HOME": str(workdir / "export-state")})
+        if export.returncode != 0:
+            raise SystemExit(f"bench: `hfwatchd manifest --export` failed: {export.output}")
+        expected = json.loads(seed.read_text(encoding="utf-8"))
+        sums = workdir / "sha256sums.txt"
+        sums.write_text("".join(f"{digest}  {rel}\n" for rel, digest in sorted(expected.items())), encoding="utf-8")
+
+        tools = {t.key: t for t in (
+            Tool("ceiling", f"ceiling: {threads} threads hashlib.sha256 on memory"),
+            Tool("ceiling1", "  (1 thread hashlib.sha256 on memory)"),
+            Tool("first", "hfwatchd check (fresh state)"),
+            Tool("fixed", "hfwatchd check, fixed cost (config.json only)"),
+            Tool("second", "hfwatchd check again (same state)"),
+            Tool("two", "two-thread hashlib.file_digest script"),
+            Tool("seed", "single-thread 50 MB-read loop (seed)"),
+            Tool("sha256sum", "sha256sum --check"),
+            Tool("hf", "hf cache verify --local-dir"),
+        )}
+
+        def run_ceiling() -> None:
+            tools["ceiling"].seconds.append(ceiling_seconds(buffer, total, threads))
+            tools["ceiling1"].seconds.append(ceiling_seconds(buffer, total, 1))
+
+        def run_hfwatchd(state_home: Path) -> None:
+            state_env = {**env, "XDG_STATE_HOME": str(state_home)}
+            argv = [hfwatchd, "check", REPO, str(data_dir), "--no-progress"]
+            first = run_timed(argv, state_env)
+            tools["first"].add(first, first.returncode == 0)
+            second = run_timed(argv, state_env)
+            tools["second"].add(second, second.returncode == 0)
+
+        def run_fixed(state_home: Path) -> None:
+            run = run_timed([hfwatchd, "check", REPO, str(config_only), "--no-progress"],
+                            {**env, "XDG_STATE_HOME": str(state_home)})
+            tools["fixed"].add(run, run.returncode == 2)  # 2: the shards are missing, config.json matched
+
+        def run_script(key: str, script: str) -> None:
+            run = run_timed([sys.executable, "-c", script, str(seed), str(data_dir)], env)
+            tools[key].add(run, run.returncode == 0)
+
+        def run_sha256sum() -> None:
+            run = run_timed(["sha256sum", "--check", "--quiet", str(sums)], env, cwd=data_dir)
+            tools["sha256sum"].add(run, run.returncode == 0)
+
+        def run_hf() -> None:
+            run = run_timed([hf, "cache", "verify", REPO, "--local-dir", str(data_dir), "--fail-on-missing-files"],
+                            env)
+            tools["hf"].add(run, run.returncode == 0)
+
+        for r in range(args.rounds):
+            round_dir = workdir / f"round-{r}"
+            round_dir.mkdir()
+            steps: list[tuple[str, Callable[[], None]]] = [
+                ("ceiling", run_ceiling),
+                ("hfwatchd check x2", lambda d=round_dir: run_hfwatchd(d / "state-check")),
+                ("hfwatchd fixed cost", lambda d=round_dir: run_fixed(d / "state-fixed")),
+                ("two-thread script", lambda: run_script("two", TWO_THREAD_SCRIPT)),
+                ("seed loop", lambda: run_script("seed", SEED_LOOP_SCRIPT)),
+                ("sha256sum", run_sha256sum),
+                ("hf cache verify", run_hf),
+            ]
+            shift = r % len(steps)  # alternate: every round starts with another tool
+            for name, step in steps[shift:] + steps[:shift]:
+                print(f"  round {r + 1}/{args.rounds}: {name}", flush=True)
+                step()
+            shutil.rmtree(round_dir)
+        return report_bulk(tools, total, threads, info, args)
+    finally:
+        hub.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _fmt(value: float | None, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def report_bulk(tools: dict[str, Tool], total: int, threads: int, info: dict[str, Any],
+                args: argparse.Namespace) -> dict[str, Any]:
+    """Print the table of medians and ratios; return the same as a JSON-able document."""
+    gb = total / 1e9
+    med = {key: t.median for key, t in tools.items()}
+    first, fixed, second = med["first"], med["fixed"], med["second"]
+    net = first - fixed if first is not None and fixed is not None and first > fixed else None
+
+    def gbps(seconds: float | None) -> float | None:
+        return gb / seconds if seconds else None
+
+    print()
+    print(f"{args.files} files x {args.size_mib} MiB = {gb:.2f} GB, page cache warm, medians of {args.rounds} rounds")
+    header = f"{'tool':<48} {'median s':>9} {'min s':>7} {'max s':>7} {'GB/s':>6} {'CPU s':>6} {'peak RSS':>9}"
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for key, t in tools.items():
+        if t.error is not None and not t.seconds:
+            print(f"{t.label:<48} FAILED: {t.error}")
+            rows.append({"tool": t.label, "key": key, "error": t.error})
+            continue
+        cpu = statistics.median(t.cpu) if t.cpu else None
+        rss = max(t.rss_mib) if t.rss_mib else None
+        rate = gbps(t.median) if key not in ("fixed", "second") else None
+        print(f"{t.label:<48} {_fmt(t.median, '9.3f')} {_fmt(min(t.seconds), '7.3f')} {_fmt(max(t.seconds), '7.3f')}"
+              f" {_fmt(rate, '6.2f'):>6} {_fmt(cpu, '6.2f'):>6} {_fmt(rss, '5.0f') + ' MiB' if rss else '-':>9}"
+              + (f"   (some rounds failed: {t.error})" if t.error else ""))
+        if key == "fixed" and net is not None:
+            print(f"{'hfwatchd check, hashing net of fixed cost':<48} {net:9.3f} {'':>7} {'':>7} {gbps(net):6.2f}")
+        rows.append({"tool": t.label, "key": key, "median_s": t.median, "samples_s": t.seconds, "gb_per_s": rate,
+                     "cpu_s": cpu, "peak_rss_mib": rss, "error": t.error})
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    rss_first = max(tools["first"].rss_mib) if tools["first"].rss_mib else None
+    targets = [
+        ("hfwatchd check vs hf cache verify (speed-up)", ratio(med["hf"], first), ">=", 1.5, "x"),
+        ("hfwatchd check vs two-thread script (speed-up)", ratio(med["two"], first), ">=", 1.0, "x"),
+        ("hfwatchd net hashing / ceiling", ratio(med["ceiling"], net), ">=", 0.9, ""),
+        ("second check / first check", ratio(second, first), "<", 0.10, ""),
+        ("hfwatchd check peak RSS (MiB)", rss_first, "<", 100.0, ""),
+    ]
+    info_ratios = [
+        ("hfwatchd check vs single-thread seed loop", ratio(med["seed"], first)),
+        ("hfwatchd check vs sha256sum", ratio(med["sha256sum"], first)),
+        ("hfwatchd check (whole) / ceiling", ratio(med["ceiling"], first)),
+        ("two-thread script (whole) / ceiling", ratio(med["ceiling"], med["two"])),
+        ("hfwatchd fixed cost (s)", fixed),
+    ]
+    print()
+    header = f"{'target':<48} {'value':>8} {'target':>9}  met"
+    print(header)
+    print("-" * len(header))
+    doc_targets = []
+    for name, value, op, goal, unit in targets:
+        met = None if value is None else (value >= goal if op == ">=" else value < goal)
+        print(f"{name:<48} {_fmt(value, '8.3f', 'n/a'):>8} {op + format(goal, 'g') + unit:>9}  "
+              f"{'n/a' if met is None else ('yes' if met else 'NO')}")
+        doc_targets.append({"target": name, "value": value, "op": op, "goal": goal, "met": met})
+    for name, value in info_ratios:
+        print(f"{name:<48} {_fmt(value, '8.3f', 'n/a'):>8}")
+    return {
+        "mode": "bulk",
+        "machine": info,
+        "files": args.files,
+        "size_mib": args.size_mib,
+        "rounds": args.rounds,
+        "bytes": total,
+        "threads": threads,
+        "rows": rows,
+        "net_hashing_s": net,
+        "targets": doc_targets,
+        "info": dict(info_ratios),
+    }
+
+
+# --- latency mode --------------------------------------------------------------------------------
+
+
+class LogTail:
+    """Follows a JSON-lines log file from a given offset; only whole lines are consumed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self._partial = b""
+
+    def skip_to_end(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.offset = self.path.stat().st_size
+        self._partial = b""
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self.offset += len(data)
+        data = self._partial + data
+        *lines, self._partial = data.split(b"\n")
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                yield json.loads(line)
+
+    def wait_for(self, match: Callable[[dict[str, Any]], bool], timeout: float,
+                 alive: Callable[[], bool]) -> dict[str, Any]:
+        """The first new line that `match`es; polls the file with a short wait, gives up at `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.read():
+                if match(event):
+                    return event
+            if not alive():
+                raise RuntimeError("the daemon exited")
+            time.sleep(0.005)
+        raise TimeoutError(f"no matching line in {self.path} within {timeout:.0f}s")
+
+
+def parse_timestamp(value: str) -> float:
+    """Seconds since the epoch from an ISO 8601 UTC timestamp such as 2025-01-01T00:00:00.123456Z."""
+    stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
+
+
+def process_cpu(pid: int) -> float:
+    """utime + stime of a process, in seconds, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def plain_hash_cpu(path: Path) -> float:
+    """CPU seconds of this thread for one plain streaming sha256 of `path` (page cache warm)."""
+    started = time.thread_time()
+    with open(path, "rb") as f:
+        hashlib.file_digest(f, "sha256")
+    return time.thread_time() - started
+
+
+@dataclass
+class LatencyRun:
+    download_s: float
+    latency_s: float | None
+    daemon_cpu_s: float | None
+    plain_cpu_s: float | None
+    note: str = ""
+
+
+def latency_once(hub: Any, workdir: Path, name: str, size: int, hfwatchd: str, timeout: float) -> LatencyRun:
+    """Start a daemon on an empty folder, curl the file into it, time the verdict; stop the daemon."""
+    watched, state = workdir / "watched", workdir / "state"
+    watched.mkdir()
+    log_file = state / "events.jsonl"
+    config = workdir / "hfwatchd.toml"
+    config.write_text(
+        f"state_dir = {json.dumps(str(state))}\n"
+        f"log_file = {json.dumps(str(log_file))}\n"
+        'rescan_interval = "1h"\n\n'
+        f"[hub]\nendpoint = {json.dumps(hub.url)}\n\n"
+        f"[[watch]]\npath = {json.dumps(str(watched))}\nrepos = [{json.dumps(REPO)}]\n",
+        encoding="utf-8",
+    )
+    env = base_env(workdir, hub.url)
+    tail = LogTail(log_file)
+    with open(workdir / "daemon.stderr", "wb") as stderr:
+        daemon = subprocess.Popen([hfwatchd, "--config", str(config)], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+    try:
+
+        def alive() -> bool:
+            return daemon.poll() is None
+
+        tail.wait_for(lambda e: e.get("event") == "daemon.ready", 60, alive)
+        tail.wait_for(lambda e: e.get("event") == "scan.finished", 60, alive)
+        target = watched / name
+        cpu_before = process_cpu(daemon.pid)
+        run = run_timed(["curl", "--silent", "--show-error", "--fail", "--location", "--output", str(target),
+                         hub.resolve_url(REPO, name)], env, timeout=timeout)
+        curl_end = run.ended
+        if run.returncode != 0:
+            return LatencyRun(run.seconds, None, None, None, f"curl exit {run.returncode}: {run.tail}")
+        verdicts = ("file.matched", "file.mismatch")
+        try:
+            line = tail.wait_for(lambda e: e.get("event") in verdicts and e.get("path") == str(target), 120, alive)
+        except (TimeoutError, RuntimeError) as exc:
+            return LatencyRun(run.seconds, None, None, None, str(exc))
+        daemon_cpu = process_cpu(daemon.pid) - cpu_before
+        latency = parse_timestamp(line["timestamp"]) - curl_end
+        note = "" if line["event"] == "file.matched" else f"{line['event']}!"
+        return LatencyRun(run.seconds, latency, daemon_cpu, plain_hash_cpu(target), note)
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+        if daemon.returncode not in (0, None):
+            print(f"  daemon exited {daemon.returncode}: "
+                  f"{(workdir / 'daemon.stderr').read_text(errors='replace')[-400:]}", flush=True)
+
+
+def latency(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
+    from fakehub import FakeHub
+
+    hfwatchd = executable("hfwatchd")
+    if shutil.which("curl") is None:
+        raise SystemExit("bench: --latency needs curl")
+    size = args.latency_mib * MIB
+    name = "model.safetensors"
+    workdir = Path(tempfile.mkdtemp(prefix="hfwatchd-bench-latency-", dir=args.tmp_dir))
+    hub = FakeHub()
+    hub.rate = args.rate
+    runs: list[LatencyRun] = []
+    try:
+        print(f"generating {args.latency_mib} MiB of random bytes ...", flush=True)
+        hub.add_repo(REPO, {"config.json": CONFIG_JSON, name: os.urandom(size)})
+        hub.start()
+        download_timeout = 10 * size / args.rate + 60
+        for r in range(args.rounds):
+            run_dir = workdir / f"run-{r}"
+            run_dir.mkdir()
+            print(f"  run {r + 1}/{args.rounds}: curl {args.latency_mib} MiB at {args.rate / 1e6:.0f} MB/s",
+                  flush=True)
+            runs.append(latency_once(hub, run_dir, name, size, hfwatchd, download_timeout))
+            shutil.rmtree(run_dir)
+    finally:
+        hub.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return report_latency(runs, size, info, args)
+
+
+def report_latency(runs: list[LatencyRun], size: int, info: dict[str, Any],
+                   args: argparse.Namespace) -> dict[str, Any]:
+    print()
+    print(f"latency: curl downloads {size / 1e9:.2f} GB from the fake Hub at {args.rate / 1e6:.0f} MB/s into a "
+          "watched folder; verdict = file.matched timestamp")
+    header = f"{'run':>4} {'download s':>10} {'MB/s':>6} {'verdict - curl end ms':>22} {'daemon CPU s':>12} " \
+             f"{'plain sha256 CPU s':>18} {'CPU ratio':>9}"
+    print(header)
+    print("-" * len(header))
+    for i, r in enumerate(runs, 1):
+        ratio = r.daemon_cpu_s / r.plain_cpu_s if r.daemon_cpu_s is not None and r.plain_cpu_s else None
+        print(f"{i:>4} {r.download_s:10.2f} {size / r.download_s / 1e6:6.0f} "
+              f"{_fmt(r.latency_s and r.latency_s * 1000, '22.0f', 'n/a'):>22} {_fmt(r.daemon_cpu_s, '12.2f'):>12} "
+              f"{_fmt(r.plain_cpu_s, '18.2f'):>18} {_fmt(ratio, '9.2f'):>9}  {r.note}")
+    good = [r for r in runs if r.latency_s is not None]
+    lat = statistics.median(r.latency_s for r in good if r.latency_s is not None) if good else None
+    ratios = [r.daemon_cpu_s / r.plain_cpu_s for r in good if r.daemon_cpu_s is not None and r.plain_cpu_s]
+    cpu_ratio = statistics.median(ratios) if ratios else None
+    print()
+    header = f"{'target':<48} {'value':>8} {'target':>9}  met"
+    print(header)
+    print("-" * len(header))
+    targets = [("median verdict latency after curl ends (ms)", lat and lat * 1000, 250.0),
+               ("daemon CPU / one plain sha256", cpu_ratio, 1.15)]
+    doc_targets = []
+    for name, value, goal in targets:
+        met = None if value is None else value <= goal
+        print(f"{name:<48} {_fmt(value, '8.2f', 'n/a'):>8} {'<=' + format(goal, 'g'):>9}  "
+              f"{'n/a' if met is None else ('yes' if met else 'NO')}")
+        doc_targets.append({"target": name, "value": value, "op": "<=", "goal": goal, "met": met})
+    return {
+        "mode": "latency",
+        "machine": info,
+        "bytes": size,
+        "rate": args.rate,
+        "runs": [r.__dict__ for r in runs],
+        "median_latency_s": lat,
+        "median_cpu_ratio": cpu_ratio,
+        "targets": doc_targets,
+    }
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--size-mib", type=int, default=512, help="size of each generated file")
+    p.add_argument("--files", type=int, default=4, help="number of generated files")
+    p.add_argument("--rounds", type=int, default=3, help="rounds (bulk) or runs (--latency); medians are reported")
+    p.add_argument("--quick", action="store_true", help="4 files of 64 MiB")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON to FILE")
+    p.add_argument("--tmp-dir", type=Path, help="where the temporary folder goes (default: the system's)")
+    p.add_argument("--latency", action="store_true", help="measure the daemon's verdict latency instead")
+    p.add_argument("--latency-mib", type=int, default=1024, help="--latency: size of the downloaded file")
+    p.add_argument("--rate", type=int, default=100_000_000, help="--latency: download rate in bytes/s")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.size_mib, args.files = 64, 4
+    if args.files < 1 or args.size_mib < 1 or args.rounds < 1 or args.latency_mib < 1 or args.rate < 1:
+        raise SystemExit("bench: sizes, counts, rounds and rate must be positive")
+    sys.path.insert(0, str(ROOT / "tests"))
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores (SHA instructions: {'yes' if info['sha_ni'] else 'no'}), "
+          f"{info['memory_gib']} GiB RAM, Linux {info['kernel']}")
+    print(f"python {info['python']}, huggingface_hub {info['huggingface_hub']}, hfwatchd {info['hfwatchd']}")
+    doc = latency(args, info) if args.latency else bulk(args, info)
+    if args.json is not None:
+        args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwritten to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
