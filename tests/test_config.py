@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+
 from hfwatchd.config import ConfigError, load_config, parse_duration
 
 
@@ -90,7 +91,8 @@ class TestInvalid:
             ('[hub]\nmanifest_ttl = "-1h"\n[[watch]]\npath = "d"\nrepos = ["o/n"]', "hub.manifest_ttl"),
             ('[hub]\nendpoint = "ftp://x"\n[[watch]]\npath = "d"\nrepos = ["o/n"]', "hub.endpoint"),
             ('[hub]\ntokn = "x"\n[[watch]]\npath = "d"\nrepos = ["o/n"]', "hub.tokn"),
-            ('[[watch]]\npath = "d"\nrepos = ["o/n"]\n[[watch]]\npath = "e"\nrepos = ["bad spec!"]', "watch[1].repos[0]"),
+            ('[[watch]]\npath = "d"\nrepos = ["o/n"]\n[[watch]]\npath = "e"\nrepos = ["bad spec!"]',
+             "watch[1].repos[0]"),
             ('[[watch]]\npath = "d"\nrepos = [{ repo = "o/n", manifest = 3 }]', "watch[0].repos[0].manifest"),
             ('[[watch]]\npath = "d"\nrepos = []', "watch[0].repos"),
             ('[[watch]]\nrepos = ["o/n"]', "watch[0].path"),

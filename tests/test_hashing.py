@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from hfwatchd.hashing import GIT_SHA1, SHA256, CHUNK_SIZE, Cancelled, NotRegularFile, hash_file
+
+from hfwatchd.hashing import CHUNK_SIZE, GIT_SHA1, SHA256, Cancelled, NotRegularFile, hash_file
 
 
 class TestDigests:

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+
 from hfwatchd.hashing import GIT_SHA1, SHA256
 from hfwatchd.manifest import (
     Index,
@@ -55,8 +56,9 @@ class TestRepoRef:
         assert (ref.repo_type, ref.repo_id, ref.revision) == (kind, repo_id, rev)
 
     @pytest.mark.parametrize(
-        "spec", ["", "datasets/", "datasets/name", "a/b/c", "org/na me", "org/..", "org/a--b", "org/name@", "/", "@main",
-                 "org/name@a b", "org/-x"]
+        "spec",
+        ["", "datasets/", "datasets/name", "a/b/c", "org/na me", "org/..", "org/a--b", "org/name@", "/", "@main",
+         "org/name@a b", "org/-x"],
     )
     def test_refuses_malformed_specs(self, spec: str) -> None:
         """A malformed spec is refused with a message, never half-parsed."""
@@ -175,5 +177,5 @@ class TestManifestFiles:
                                       '{"files": {"a": 3}}', '{"files": {"a": {"size": 1}}}'])
     def test_malformed_manifest_is_refused(self, text: str) -> None:
         """A malformed manifest file is refused with a message naming it."""
-        with pytest.raises(SpecError, match="manifest.json"):
+        with pytest.raises(SpecError, match=r"manifest\.json"):
             load_manifest_text(text, RepoRef.parse("o/n"), where="manifest.json")
