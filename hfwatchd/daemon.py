@@ -58,7 +58,7 @@ class Daemon:
     """hfwatchd in the foreground: observers feed the pool; the main loop owns every decision."""
 
     def __init__(self, config: Config, *, log: Any, sink: Sink, notifier: Notifier | None = None,
-                 retry_base: float = 10.0, settle: float = 0.05) -> None:
+                 retry_base: float = 2.0, settle: float = 0.05) -> None:
         self.config = config
         self.log = log
         self.sink = sink
@@ -120,7 +120,7 @@ class Daemon:
             except HubError as err:
                 result = err
             except Exception as exc:  # noqa: BLE001 - the hub thread must outlive any one bad answer
-                result = HubError(f"{item.repo.ref.key}: {type(exc).__name__}: {exc}", retry_in=300)
+                result = HubError(f"{item.repo.ref.key}: {type(exc).__name__}: {exc}")
             self.control.put(("manifest", item.folder_key, item.repo, result))
 
     def _on_manifest(self, folder_key: str, rc: RepoConfig, result: Loaded | HubError) -> None:
@@ -131,7 +131,7 @@ class Daemon:
         key = (folder_key, rc.ref.key)
         timer = self.timers.setdefault(key, _RepoTimer(self.retry_base))
         if isinstance(result, HubError):
-            delay = timer.failed(now, result.retry_in if not result.permanent else 0.0)
+            delay = timer.failed(now, result.retry_in)
             if result.permanent:
                 self.given_up.add(key)
             self.log.error("manifest.failed", repo=str(rc.ref), error=str(result), retry_in=round(delay, 1),

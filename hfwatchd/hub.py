@@ -30,7 +30,7 @@ _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 class HubError(Exception):
     """The Hub could not give a manifest. `retry_in` is how long to wait before asking again."""
 
-    def __init__(self, message: str, *, retry_in: float = 60.0, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, retry_in: float = 0.0, permanent: bool = False) -> None:
         super().__init__(message)
         self.retry_in = retry_in
         self.permanent = permanent
@@ -218,26 +218,26 @@ class Hub:
         )
 
         if isinstance(exc, _Unavailable):
-            retry = exc.retry_after if exc.retry_after is not None else 30.0
-            return HubError(f"{ref.key}: {exc}", retry_in=retry)
+            # without a Retry-After the server sets no minimum; the caller's backoff decides
+            return HubError(f"{ref.key}: {exc}", retry_in=exc.retry_after or 0.0)
         if isinstance(exc, GatedRepoError):
             return HubError(
                 f"{ref.key} is gated: accept its conditions on the Hub, then set HF_TOKEN or hub.token_file",
-                retry_in=3600, permanent=True,
+                retry_in=600, permanent=True,
             )
         if isinstance(exc, RepositoryNotFoundError):
             hint = "" if self._token else " (if it is private, set HF_TOKEN or hub.token_file)"
             return HubError(f"{ref.key}: no such {ref.repo_type} repo on {self.endpoint}{hint}",
-                            retry_in=3600, permanent=True)
+                            retry_in=600, permanent=True)
         if isinstance(exc, RevisionNotFoundError):
             return HubError(f"{ref.key}: no revision {ref.revision!r} (a branch, tag or commit)",
-                            retry_in=3600, permanent=True)
+                            retry_in=600, permanent=True)
         if isinstance(exc, HfHubHTTPError):
             status = exc.response.status_code if exc.response is not None else "?"
-            return HubError(f"{ref.key}: the Hub answered HTTP {status}", retry_in=300)
+            return HubError(f"{ref.key}: the Hub answered HTTP {status}")
         if isinstance(exc, (ValueError, KeyError, TypeError)):
-            return HubError(f"{ref.key}: the Hub sent an answer that is not a repo listing ({exc})", retry_in=120)
-        return HubError(f"{ref.key}: {type(exc).__name__}: {exc}", retry_in=120)
+            return HubError(f"{ref.key}: the Hub sent an answer that is not a repo listing ({exc})")
+        return HubError(f"{ref.key}: {type(exc).__name__}: {exc}")
 
     def fetch(self, ref: RepoRef) -> Manifest:
         """Resolve the revision to a commit and list every file at that commit."""

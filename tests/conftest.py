@@ -174,13 +174,18 @@ class DaemonProc:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             rc = self.proc.wait()
-        self._reader.join(timeout=5)
+        self._close()
         return rc
 
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
         self._reader.join(timeout=5)
+        if self.proc.stderr is not None and not self._reader.is_alive():
+            self.proc.stderr.close()
 
 
 @pytest.fixture
