@@ -111,10 +111,18 @@ sys.exit(1 if bad or sha256_info else 0)
 # at exec (exec_mmap keeps the old mm's high-water mark), so a child spawned straight from this benchmark,
 # which holds the whole data set in memory for the fake Hub, would report at least that. Spawned from this
 # small wrapper, the child's ru_maxrss is its own (or the wrapper's ~10 MiB, whichever is larger). The
-# wall time is taken here, around spawn and wait4, so the wrapper's own start-up is not counted.
+# wall time is taken here, around spawn and wait4, so the wrapper's own start-up is not counted; so is the
+# machine's busy CPU time, to tell how much other processes took while the command ran.
 MEASURE_SCRIPT = """\
 import json, os, select, signal, sys, time
-result, timeout, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+result, timeout, bench_pid, argv = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
+def busy():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    with open(f"/proc/{bench_pid}/stat") as f:
+        own = f.read().rsplit(")", 1)[1].split()
+    return sum(v[:3]) + sum(v[5:8]), int(own[11]) + int(own[12])
+busy0, bench0 = busy()
 started = time.perf_counter()
 pid = os.posix_spawnp(argv[0], argv, os.environ)
 pidfd = os.pidfd_open(pid)
@@ -123,11 +131,24 @@ if timed_out:
     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
 _, status, usage = os.wait4(pid, 0)
 seconds, ended = time.perf_counter() - started, time.time()
+busy1, bench1 = busy()
 os.close(pidfd)
+tick = os.sysconf("SC_CLK_TCK")
+cpu = usage.ru_utime + usage.ru_stime
 with open(result, "w") as f:
     json.dump({"seconds": seconds, "ended": ended, "returncode": os.waitstatus_to_exitcode(status),
-               "timed_out": timed_out, "maxrss_kib": usage.ru_maxrss, "cpu": usage.ru_utime + usage.ru_stime}, f)
+               "timed_out": timed_out, "maxrss_kib": usage.ru_maxrss, "cpu": cpu,
+               "other_cpu": max(0.0, (busy1 - busy0 - bench1 + bench0) / tick - cpu)}, f)
 """
+
+
+def busy_ticks() -> tuple[int, int]:
+    """(busy clock ticks of the whole machine, ticks of this process): /proc/stat, /proc/self/stat."""
+    with open("/proc/stat", encoding="ascii") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    with open("/proc/self/stat", encoding="ascii") as f:
+        own = f.read().rsplit(")", 1)[1].split()
+    return sum(v[:3]) + sum(v[5:8]), int(own[11]) + int(own[12])
 
 
 # --- machine and tools ---------------------------------------------------------------------------
@@ -198,6 +219,7 @@ class Run:
     cpu_seconds: float
     output: str
     ended: float  # wall clock (time.time()) when the process had exited
+    other_cpu: float  # CPU seconds other processes of the machine used meanwhile (noise)
 
     @property
     def tail(self) -> str:
@@ -208,7 +230,8 @@ class Run:
 def run_timed(argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = TOOL_TIMEOUT) -> Run:
     """Run `argv` to completion under MEASURE_SCRIPT: wall time, exit code and rusage of exactly that process."""
     with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile(suffix=".json") as result:
-        subprocess.run([sys.executable, "-S", "-c", MEASURE_SCRIPT, result.name, str(timeout), *argv],
+        subprocess.run([sys.executable, "-S", "-c", MEASURE_SCRIPT, result.name, str(timeout), str(os.getpid()),
+                        *argv],
                        stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=True)
         measured = json.loads(Path(result.name).read_text(encoding="utf-8"))
         out.seek(0)
@@ -216,7 +239,7 @@ def run_timed(argv: list[str], env: dict[str, str], cwd: Path | None = None, tim
     if measured["timed_out"]:
         text += f"\n(killed after {timeout:.0f}s)"
     return Run(measured["seconds"], measured["returncode"], measured["maxrss_kib"] / 1024, measured["cpu"], text,
-               measured["ended"])
+               measured["ended"], measured["other_cpu"])
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -250,8 +273,8 @@ def warm_page_cache(paths: list[Path]) -> None:
 # --- the ceiling ---------------------------------------------------------------------------------
 
 
-def ceiling_seconds(buffer: bytes, total: int, threads: int) -> float:
-    """Wall time for `threads` threads to sha256 `total` bytes of an in-memory buffer between them."""
+def ceiling(buffer: bytes, total: int, threads: int) -> Run:
+    """`threads` threads hashing `total` bytes of an in-memory buffer between them with hashlib.sha256."""
     view = memoryview(buffer)
     share = total // threads
 
@@ -270,13 +293,18 @@ def ceiling_seconds(buffer: bytes, total: int, threads: int) -> float:
         barrier.wait()
         return work(n)
 
+    tick = os.sysconf("SC_CLK_TCK")
     with ThreadPoolExecutor(threads) as pool:
         futures = [pool.submit(timed, n) for n in range(threads)]
+        busy0, own0 = busy_ticks()
         barrier.wait()
         started = time.perf_counter()
         for f in futures:
             f.result()
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        busy1, own1 = busy_ticks()
+    own = (own1 - own0) / tick
+    return Run(seconds, 0, 0.0, own, "", time.time(), max(0.0, (busy1 - busy0) / tick - own))
 
 
 # --- bulk mode -----------------------------------------------------------------------------------
@@ -291,6 +319,7 @@ class Tool:
     seconds: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     rss_mib: list[float] = field(default_factory=list)
+    other_cpu: list[float] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -303,7 +332,9 @@ class Tool:
             return
         self.seconds.append(run.seconds)
         self.cpu.append(run.cpu_seconds)
-        self.rss_mib.append(run.maxrss_mib)
+        self.other_cpu.append(run.other_cpu)
+        if run.maxrss_mib:
+            self.rss_mib.append(run.maxrss_mib)
 
 
 def bulk(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
@@ -350,8 +381,8 @@ def bulk(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
         )}
 
         def run_ceiling() -> None:
-            tools["ceiling"].seconds.append(ceiling_seconds(buffer, total, threads))
-            tools["ceiling1"].seconds.append(ceiling_seconds(buffer, total, 1))
+            tools["ceiling"].add(ceiling(buffer, total, threads), True)
+            tools["ceiling1"].add(ceiling(buffer, total, 1), True)
 
         def run_hfwatchd(state_home: Path) -> None:
             state_env = {**env, "XDG_STATE_HOME": str(state_home)}
@@ -419,7 +450,8 @@ def report_bulk(tools: dict[str, Tool], total: int, threads: int, info: dict[str
 
     print()
     print(f"{args.files} files x {args.size_mib} MiB = {gb:.2f} GB, page cache warm, medians of {args.rounds} rounds")
-    header = f"{'tool':<48} {'median s':>9} {'min s':>7} {'max s':>7} {'GB/s':>6} {'CPU s':>6} {'peak RSS':>9}"
+    header = (f"{'tool':<48} {'median s':>9} {'min s':>7} {'max s':>7} {'GB/s':>6} {'CPU s':>6} {'peak RSS':>9}"
+              f" {'other CPU s':>11}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -430,14 +462,22 @@ def report_bulk(tools: dict[str, Tool], total: int, threads: int, info: dict[str
             continue
         cpu = statistics.median(t.cpu) if t.cpu else None
         rss = max(t.rss_mib) if t.rss_mib else None
+        other = statistics.median(t.other_cpu) if t.other_cpu else None
         rate = gbps(t.median) if key not in ("fixed", "second") else None
         print(f"{t.label:<48} {_fmt(t.median, '9.3f')} {_fmt(min(t.seconds), '7.3f')} {_fmt(max(t.seconds), '7.3f')}"
               f" {_fmt(rate, '6.2f'):>6} {_fmt(cpu, '6.2f'):>6} {_fmt(rss, '5.0f') + ' MiB' if rss else '-':>9}"
-              + (f"   (some rounds failed: {t.error})" if t.error else ""))
+              f" {_fmt(other, '11.2f'):>11}" + (f"   (some rounds failed: {t.error})" if t.error else ""))
         if key == "fixed" and net is not None:
             print(f"{'hfwatchd check, hashing net of fixed cost':<48} {net:9.3f} {'':>7} {'':>7} {gbps(net):6.2f}")
         rows.append({"tool": t.label, "key": key, "median_s": t.median, "samples_s": t.seconds, "gb_per_s": rate,
-                     "cpu_s": cpu, "peak_rss_mib": rss, "error": t.error})
+                     "cpu_s": cpu, "peak_rss_mib": rss, "other_cpu_s": t.other_cpu, "error": t.error})
+    timed = sum(sum(t.seconds) for t in tools.values())
+    foreign = sum(sum(t.other_cpu) for t in tools.values())
+    cores = info["cores"]
+    noise = foreign / (timed * cores) if timed else 0.0
+    print(f"other processes used {foreign:.1f} CPU-s during {timed:.1f} s of timed runs "
+          f"({noise:.0%} of the machine's {cores} cores)"
+          + ("  WARNING: the machine was not quiet; timings are pessimistic" if noise > 0.05 else ""))
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return a / b if a is not None and b else None
@@ -479,6 +519,7 @@ def report_bulk(tools: dict[str, Tool], total: int, threads: int, info: dict[str
         "threads": threads,
         "rows": rows,
         "net_hashing_s": net,
+        "other_cpu_share": noise,
         "targets": doc_targets,
         "info": dict(info_ratios),
     }
