@@ -21,6 +21,7 @@ from .logs import Sink, make_logger
 from .manifest import INCOMPLETE, MATCHED, MISMATCH, UNKNOWN
 from .notify import Notifier
 from .pool import DAEMON, Job, Outcome, Pool, WatchedFolder, walk
+from .progressive import Tracker
 from .state import State, StateError
 from .watcher import CandidateHandler, OverflowDetector, WatchError, start_observer, stop_observer
 
@@ -71,8 +72,9 @@ class Daemon:
         self.observers: dict[str, Any] = {}
         self.timers: dict[tuple[str, str], _RepoTimer] = {}
         self.given_up: set[tuple[str, str]] = set()
+        self.tracker = Tracker(log)
         self.pool = Pool(self.state, workers=config.workers, report=self._report, log=log, mode=DAEMON,
-                         settle=settle)
+                         settle=settle, tracker=self.tracker)
         self.stop_event = threading.Event()
         self._fetch_q: queue.SimpleQueue[_Fetch | None] = queue.SimpleQueue()
         self._scan_q: queue.SimpleQueue[tuple[str, str | None] | None] = queue.SimpleQueue()
@@ -96,6 +98,8 @@ class Daemon:
                           matched_by=v.matched_by)
             if v.status == MATCHED:
                 fields.update(algorithm=v.algorithm, digest=v.actual, seconds=round(o.seconds, 3))
+                if o.head_start:
+                    fields["progressive_bytes"] = o.head_start
                 self.log.info("file.matched", **fields)
             elif v.status == MISMATCH:
                 fields.update(algorithm=v.algorithm, expected=v.expected, actual=v.actual,
@@ -261,6 +265,7 @@ class Daemon:
             self._candidate_for(folder),
             lambda p, k=folder.key: self._scan_q.put((k, p)),  # type: ignore[misc]
             polling=folder.config.poll,
+            created=self.tracker.watch,
         )
         try:
             self.observers[folder.key] = start_observer(folder.root, handler, poll=folder.config.poll)
@@ -360,6 +365,7 @@ class Daemon:
             t.start()
             self._threads.append(t)
         self.pool.start()
+        self.tracker.start()
         for w in self.config.watches:
             self._add_folder(w)
         self.log.info("daemon.ready", watches=[f.root for f in self.folders.values()], version=__version__,
@@ -415,6 +421,7 @@ class Daemon:
             stop_observer(obs)
         self.observers.clear()
         self.pool.stop(timeout=10.0)  # hashing is abandoned within a chunk; an unfinished file stays pending
+        self.tracker.stop()
         self._scan_q.put(None)
         self._fetch_q.put(None)
         for t in self._threads:

@@ -9,6 +9,7 @@ import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 CHUNK_SIZE = 1 << 20  # 1 MiB: large enough that hashlib releases the GIL and syscalls are amortised
 
@@ -79,6 +80,14 @@ class StreamHasher:
             self._git.update(git_blob_header(size))
         self.offset = 0
 
+    @classmethod
+    def resume(cls, sha256: Any, offset: int) -> StreamHasher:
+        """Carry on a sha256 computed over the first `offset` bytes (progressive hashing)."""
+        h = cls(frozenset(), 0)
+        h._sha = sha256
+        h.offset = offset
+        return h
+
     def update(self, data: memoryview | bytes) -> None:
         if self._sha is not None:
             self._sha.update(data)
@@ -124,8 +133,9 @@ def hash_file(
     progress: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
     buf: bytearray | None = None,
+    resume: StreamHasher | None = None,
 ) -> tuple[dict[str, str], Signature]:
-    """Hash a regular file with the given algorithms in one streaming pass.
+    """Hash a regular file with the given algorithms in one streaming pass (or finish `resume`'s).
 
     Raises FileChanged if the file is not the one `expected` describes, or if it
     changed while it was read (checked again with fstat after the last byte).
@@ -137,7 +147,8 @@ def hash_file(
             raise FileChanged("file changed before it was hashed")
         with contextlib.suppress(OSError):  # some filesystems (FUSE, NFS) refuse advice; it is only a hint
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-        hasher = StreamHasher(algorithms, before.size)
+        hasher = resume if resume is not None and resume.offset <= before.size else StreamHasher(algorithms,
+                                                                                                   before.size)
         hasher.feed_fd(fd, before.size, buf if buf is not None else bytearray(CHUNK_SIZE), progress, cancel)
         after = Signature.of(os.fstat(fd))
         if after != before:

@@ -13,8 +13,9 @@ from typing import Any
 
 from .completion import control_file, is_temp_name, placeholder_in_progress
 from .config import WatchConfig
-from .hashing import CHUNK_SIZE, Cancelled, FileChanged, NotRegularFile, Signature, hash_file
-from .manifest import INCOMPLETE, PENDING, UNKNOWN, Index, Manifest, Plan, Verdict, decide
+from .hashing import CHUNK_SIZE, SHA256, Cancelled, FileChanged, NotRegularFile, Signature, StreamHasher, hash_file
+from .manifest import INCOMPLETE, MISMATCH, PENDING, UNKNOWN, Index, Manifest, Plan, Verdict, decide
+from .progressive import Tracker
 from .state import FileRow, State, StateError
 
 DAEMON = "daemon"
@@ -75,6 +76,7 @@ class Outcome:
     signature: Signature | None
     seconds: float
     previous: FileRow | None
+    head_start: int = 0  # bytes hashed while the file was still downloading
 
     @property
     def repeated(self) -> bool:
@@ -113,6 +115,7 @@ class Pool:
         mode: str = DAEMON,
         settle: float = 0.05,
         on_bytes: Callable[[int], None] | None = None,
+        tracker: Tracker | None = None,
     ) -> None:
         self.state = state
         self.workers = workers
@@ -121,6 +124,7 @@ class Pool:
         self.mode = mode
         self.settle = settle
         self.on_bytes = on_bytes
+        self.tracker = tracker
         self.stopping = threading.Event()
         self.counters = Counters()
         self._q: queue.Queue[Job | None] = queue.Queue()
@@ -266,11 +270,22 @@ class Pool:
         plan = folder.index.plan(rel, sig.size)
         started = time.monotonic()
         digests: dict[str, str] = {}
+        head_start = 0
         if self._worth_hashing(plan, sig.size):
             self.state.mark_pending(folder.key, key)
+            resume = None
+            if self.tracker is not None:
+                progress = self.tracker.take(sig.dev, sig.ino)
+                if progress is not None and plan.algorithms == {SHA256} and progress.offset <= sig.size:
+                    resume = StreamHasher.resume(progress.sha256, progress.offset)
+                    head_start = progress.offset
             try:
                 digests, _ = hash_file(path, plan.algorithms, expected=sig, progress=self.on_bytes,
-                                       cancel=self.stopping, buf=buf)
+                                       cancel=self.stopping, buf=buf, resume=resume)
+                if head_start and decide(plan, path, sig.size, digests).status == MISMATCH:
+                    # bytes read while the download ran may have been rewritten since: confirm from disk
+                    head_start = 0
+                    digests, _ = hash_file(path, plan.algorithms, expected=sig, cancel=self.stopping, buf=buf)
             except FileChanged:
                 self._retry(job, "changed while hashed")
                 return
@@ -283,12 +298,12 @@ class Pool:
                 self.log.warning("file.unreadable", path=path, error=exc.strerror)
                 self.state.forget(key)
                 return
-            self.counters.hashed_bytes += sig.size
+            self.counters.hashed_bytes += sig.size - head_start
             self.counters.hashed_files += 1
         v = decide(plan, path, sig.size, digests)
         seconds = time.monotonic() - started
         self.state.record(folder.key, key, sig, v)
-        self._emit(Outcome(job, v, sig, seconds, previous))
+        self._emit(Outcome(job, v, sig, seconds, previous, head_start))
 
     @staticmethod
     def _worth_hashing(plan: Plan, size: int) -> bool:

@@ -32,7 +32,8 @@ from .completion import is_temp_name, target_of_temp
 Candidate = Callable[[str], None]  # a file that may have just finished
 ScanRequest = Callable[[str], None]  # a folder whose files may have been missed
 
-_INOTIFY_FILTER = [FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirCreatedEvent, DirMovedEvent]
+_INOTIFY_FILTER = [FileCreatedEvent, FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirCreatedEvent,
+                   DirMovedEvent]
 _POLL_FILTER = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileDeletedEvent, DirCreatedEvent,
                 DirMovedEvent]
 
@@ -44,10 +45,12 @@ def _text(p: str | bytes) -> str:
 class CandidateHandler(FileSystemEventHandler):
     """Maps the events of every downloader in design.md section 2 to candidates."""
 
-    def __init__(self, candidate: Candidate, scan: ScanRequest, *, polling: bool) -> None:
+    def __init__(self, candidate: Candidate, scan: ScanRequest, *, polling: bool,
+                 created: Candidate | None = None) -> None:
         self._candidate = candidate
         self._scan = scan
         self._polling = polling
+        self._created = created  # a download may be starting: progressive hashing follows it
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
@@ -61,6 +64,8 @@ class CandidateHandler(FileSystemEventHandler):
             self._scan(_text(event.dest_path if isinstance(event, DirMovedEvent) else event.src_path))
             return
         src = _text(event.src_path)
+        if isinstance(event, FileCreatedEvent) and self._created is not None:
+            self._created(src)
         if isinstance(event, FileMovedEvent):
             dest = _text(event.dest_path)
             self._final(dest)  # X.crdownload -> X, X.part -> X, hf's .incomplete -> X
