@@ -183,14 +183,9 @@ def machine() -> dict[str, Any]:
 
 
 def executable(name: str) -> str:
-    """A console script of the venv this interpreter belongs to, else one on PATH."""
+    """A console script of the venv this interpreter belongs to, else the name as found on PATH."""
     beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise SystemExit(f"bench: {name} not found beside {sys.executable} nor on PATH")
-    return found
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
 
 
 def base_env(workdir: Path, endpoint: str) -> dict[str, str]:
@@ -230,14 +225,16 @@ class Run:
 def run_timed(argv: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = TOOL_TIMEOUT) -> Run:
     """Run `argv` to completion under MEASURE_SCRIPT: wall time, exit code and rusage of exactly that process."""
     with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile(suffix=".json") as result:
-        subprocess.run([sys.executable, "-S", "-c", MEASURE_SCRIPT, result.name, str(timeout), str(os.getpid()),
-                        *argv],
-                       stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, check=True)
-        measured = json.loads(Path(result.name).read_text(encoding="utf-8"))
+        wrapper = subprocess.run([sys.executable, "-S", "-c", MEASURE_SCRIPT, result.name, str(timeout),
+                                  str(os.getpid()), *argv], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                 check=False)
         out.seek(0)
         text = out.read().decode("utf-8", "replace")
+        if wrapper.returncode != 0:  # the command could not even be started (not installed, not executable)
+            return Run(0.0, 127, 0.0, 0.0, text, time.time(), 0.0)
+        measured = json.loads(Path(result.name).read_text(encoding="utf-8"))
     if measured["timed_out"]:
-        text += f"\n(killed after {timeout:.0f}s)"
+        text += f"\n(killed after {timeout:g}s)"
     return Run(measured["seconds"], measured["returncode"], measured["maxrss_kib"] / 1024, measured["cpu"], text,
                measured["ended"], measured["other_cpu"])
 
@@ -598,6 +595,7 @@ class LatencyRun:
     latency_s: float | None
     daemon_cpu_s: float | None
     plain_cpu_s: float | None
+    verdict_seconds: float | None = None  # the `seconds` field of the verdict line: the daemon's judging time
     note: str = ""
 
 
@@ -642,7 +640,7 @@ def latency_once(hub: Any, workdir: Path, name: str, size: int, hfwatchd: str, t
         daemon_cpu = process_cpu(daemon.pid) - cpu_before
         latency = parse_timestamp(line["timestamp"]) - curl_end
         note = "" if line["event"] == "file.matched" else f"{line['event']}!"
-        return LatencyRun(run.seconds, latency, daemon_cpu, plain_hash_cpu(target), note)
+        return LatencyRun(run.seconds, latency, daemon_cpu, plain_hash_cpu(target), line.get("seconds"), note)
     finally:
         if daemon.poll() is None:
             daemon.send_signal(signal.SIGTERM)
@@ -691,14 +689,15 @@ def report_latency(runs: list[LatencyRun], size: int, info: dict[str, Any],
     print()
     print(f"latency: curl downloads {size / 1e9:.2f} GB from the fake Hub at {args.rate / 1e6:.0f} MB/s into a "
           "watched folder; verdict = file.matched timestamp")
-    header = f"{'run':>4} {'download s':>10} {'MB/s':>6} {'verdict - curl end ms':>22} {'daemon CPU s':>12} " \
-             f"{'plain sha256 CPU s':>18} {'CPU ratio':>9}"
+    header = (f"{'run':>4} {'download s':>10} {'MB/s':>6} {'verdict - curl end ms':>22} {'judging s':>9} "
+              f"{'daemon CPU s':>12} {'plain sha256 CPU s':>18} {'CPU ratio':>9}")
     print(header)
     print("-" * len(header))
     for i, r in enumerate(runs, 1):
         ratio = r.daemon_cpu_s / r.plain_cpu_s if r.daemon_cpu_s is not None and r.plain_cpu_s else None
         print(f"{i:>4} {r.download_s:10.2f} {size / r.download_s / 1e6:6.0f} "
-              f"{_fmt(r.latency_s and r.latency_s * 1000, '22.0f', 'n/a'):>22} {_fmt(r.daemon_cpu_s, '12.2f'):>12} "
+              f"{_fmt(r.latency_s and r.latency_s * 1000, '22.0f', 'n/a'):>22} {_fmt(r.verdict_seconds, '9.3f'):>9} "
+              f"{_fmt(r.daemon_cpu_s, '12.2f'):>12} "
               f"{_fmt(r.plain_cpu_s, '18.2f'):>18} {_fmt(ratio, '9.2f'):>9}  {r.note}")
     good = [r for r in runs if r.latency_s is not None]
     lat = statistics.median(r.latency_s for r in good if r.latency_s is not None) if good else None
@@ -732,17 +731,19 @@ def report_latency(runs: list[LatencyRun], size: int, info: dict[str, Any],
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--size-mib", type=int, default=512, help="size of each generated file")
-    p.add_argument("--files", type=int, default=4, help="number of generated files")
-    p.add_argument("--rounds", type=int, default=3, help="rounds (bulk) or runs (--latency); medians are reported")
-    p.add_argument("--quick", action="store_true", help="4 files of 64 MiB")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size-mib", type=int, default=512, help="size of each generated file (default: 512)")
+    p.add_argument("--files", type=int, default=4, help="number of generated files (default: 4)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds, or runs with --latency; medians are reported (default: 3)")
+    p.add_argument("--quick", action="store_true", help="4 files of 64 MiB, overriding --size-mib and --files")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON to FILE")
-    p.add_argument("--tmp-dir", type=Path, help="where the temporary folder goes (default: the system's)")
+    p.add_argument("--tmp-dir", type=Path, metavar="DIR", help="where the temporary folder goes (default: $TMPDIR)")
     p.add_argument("--latency", action="store_true", help="measure the daemon's verdict latency instead")
-    p.add_argument("--latency-mib", type=int, default=1024, help="--latency: size of the downloaded file")
-    p.add_argument("--rate", type=int, default=100_000_000, help="--latency: download rate in bytes/s")
+    p.add_argument("--latency-mib", type=int, default=1024,
+                   help="with --latency: size of the downloaded file (default: 1024)")
+    p.add_argument("--rate", type=int, default=100_000_000,
+                   help="with --latency: download rate in bytes/s (default: 100000000)")
     return p
 
 
