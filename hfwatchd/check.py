@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -11,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .config import Config
-from .hashing import Signature
 from .hub import Hub, HubError, read_token_file
 from .manifest import INCOMPLETE, MATCHED, MISMATCH, MISSING, PENDING, UNKNOWN, Verdict
-from .pool import CHECK, Job, Outcome, Pool, WatchedFolder, walk
+from .pool import CHECK, Job, Outcome, Pool, WatchedFolder, triage, walk
 from .state import State
 
 EXIT_OK, EXIT_MISMATCH, EXIT_INCOMPLETE = 0, 1, 2
@@ -157,25 +157,15 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
         if not os.path.isdir(folder.root):
             log.warning("watch.missing", path=folder.root, error="no such folder: every expected file is missing")
             continue
-        known = {row.path: row for row in state.files(folder.key)}
-        seen: set[bytes] = set()
-        for path in walk(folder, lambda d, e: log.warning("scan.unreadable", path=d, error=e.strerror)):
-            key = os.fsencode(path)
-            seen.add(key)
-            try:
-                sig = Signature.of(os.lstat(path))
-            except OSError:
-                continue
-            row = known.get(key)
-            rel = folder.relpath(path)
-            # the fast path of a re-check: an unchanged file whose verdict still holds is not even queued
-            if row is not None and rel is not None and row.signature == sig and pool.still_valid(folder, row, rel,
-                                                                                                  sig.size):
-                continue
-            total += sig.size
+        paths = walk(folder, lambda d, e: log.warning("scan.unreadable", path=d, error=e.strerror))
+        # the fast path of a re-check: an unchanged file whose verdict still holds is not even queued
+        changed, _, gone = triage(pool, folder, paths, full=True)
+        for path in changed:
+            with contextlib.suppress(OSError):
+                total += os.lstat(path).st_size
             todo.append((folder, path))
         # files judged earlier that are gone from disk are forgotten, so they count as missing again
-        state.forget_many([k for k in known if k not in seen])
+        state.forget_many(gone)
 
     bar = _Progress(total, stream.isatty() if progress is None else progress, stream)
     pool.start()

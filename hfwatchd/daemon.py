@@ -20,7 +20,7 @@ from .hub import Hub, HubError, Loaded
 from .logs import Sink, make_logger
 from .manifest import INCOMPLETE, MATCHED, MISMATCH, UNKNOWN
 from .notify import Notifier
-from .pool import DAEMON, Job, Outcome, Pool, WatchedFolder, walk
+from .pool import DAEMON, Job, Outcome, Pool, WatchedFolder, triage, walk
 from .progressive import Tracker
 from .state import State, StateError
 from .watcher import CandidateHandler, OverflowDetector, WatchError, start_observer, stop_observer
@@ -214,35 +214,16 @@ class Daemon:
             if not os.path.isdir(root):
                 return
             paths = walk(folder, lambda d, e: self.log.warning("scan.unreadable", path=d, error=e.strerror))
-        rows = {r.path: r for r in self.state.files(folder.key)}
-        queued = unchanged = 0
-        seen: set[bytes] = set()
-        for path in paths:
-            key = os.fsencode(path)
-            seen.add(key)
-            row = rows.get(key)
-            rel = folder.relpath(path)
-            if row is not None and row.signature is not None and rel is not None:
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                if (row.signature.dev, row.signature.ino, row.signature.size, row.signature.mtime_ns) == (
-                    st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-                ) and self.pool.still_valid(folder, row, rel, st.st_size):
-                    unchanged += 1
-                    continue
+        todo, unchanged, gone = triage(self.pool, folder, paths, full=sub is None)
+        for path in todo:
             self.pool.submit(Job(folder, path, "scan"))
-            queued += 1
+        queued = len(todo)
         if sub is None:
-            gone = [k for k in rows if k not in seen]
             self.state.forget_many(gone)
             while not self.pool.wait_idle(timeout=0.5):
                 if self.stop_event.is_set():
                     return
-            counts: dict[str, int] = {}
-            for r in self.state.files(folder.key):
-                counts[r.status] = counts.get(r.status, 0) + 1
+            counts = self.state.counts(folder.key)
             self.log.info("scan.finished", path=root, files=len(paths), queued=queued, unchanged=unchanged,
                           seconds=round(time.monotonic() - started, 3), **counts)
 

@@ -9,8 +9,8 @@ import json
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Union
 from urllib.parse import quote
 
 from .hashing import GIT_SHA1, SHA256
@@ -246,46 +246,74 @@ class Verdict:
     matched_by: str | None = None  # path | name | content
 
 
-@dataclass
+_Slot = Union["ManifestEntry", tuple["ManifestEntry", ...]]
+
+
+def _add(table: dict[Any, _Slot], key: Any, e: ManifestEntry) -> None:
+    # an entry itself when unique (the common case), a tuple only on collisions: with 100k-file
+    # manifests, a list or wrapper object per entry would cost more than the entries themselves
+    old = table.get(key)
+    if old is None:
+        table[key] = e
+    elif isinstance(old, tuple):
+        table[key] = (*old, e)
+    else:
+        table[key] = (old, e)
+
+
+def _all(slot: _Slot | None) -> tuple[ManifestEntry, ...]:
+    if slot is None:
+        return ()
+    return slot if isinstance(slot, tuple) else (slot,)
+
+
+class _Lookup:
+    """One manifest's entries by base name and by size."""
+
+    __slots__ = ("by_name", "by_size", "unsized")
+
+    def __init__(self, m: Manifest) -> None:
+        self.by_name: dict[str, _Slot] = {}
+        self.by_size: dict[int, _Slot] = {}
+        self.unsized: list[ManifestEntry] = []
+        for e in m.entries.values():
+            _add(self.by_name, e.basename, e)
+            if e.size is None:
+                self.unsized.append(e)
+            else:
+                _add(self.by_size, e.size, e)
+
+
 class Index:
     """Lookup of manifest entries by relative path, by base name and by size, over a watch's manifests."""
 
-    manifests: list[Manifest] = field(default_factory=list)
-    by_path: dict[str, list[Candidate]] = field(default_factory=dict)
-    by_name: dict[str, list[Candidate]] = field(default_factory=dict)
-    by_size: dict[int, list[Candidate]] = field(default_factory=dict)
-    unsized: list[Candidate] = field(default_factory=list)
+    def __init__(self, manifests: list[Manifest], lookups: list[_Lookup]) -> None:
+        self.manifests = manifests
+        self._lookups = lookups
 
     @classmethod
     def build(cls, manifests: Iterable[Manifest]) -> Index:
-        idx = cls()
-        for m in manifests:
-            idx.manifests.append(m)
-            for e in m.entries.values():
-                c = Candidate(m, e)
-                idx.by_path.setdefault(e.rfilename, []).append(c)
-                idx.by_name.setdefault(e.basename, []).append(c)
-                if e.size is None:
-                    idx.unsized.append(c)
-                else:
-                    idx.by_size.setdefault(e.size, []).append(c)
-        return idx
+        ms = list(manifests)
+        return cls(ms, [_Lookup(m) for m in ms])
 
     def plan(self, relpath: str, size: int) -> Plan:
         """Which entries a file at `relpath` of `size` bytes may be, and which digests decide it."""
-        by_name: tuple[Candidate, ...] = tuple(self.by_path.get(relpath, ()))
+        pairs = tuple(zip(self.manifests, self._lookups, strict=True))
+        by_name: tuple[Candidate, ...] = tuple(
+            Candidate(m, e) for m, _ in pairs if (e := m.entries.get(relpath)) is not None
+        )
         how: str | None = "path" if by_name else None
         if not by_name:
             base = posixpath.basename(relpath)
             for name in (base, *original_names(base)):
-                found = self.by_name.get(name, [])
+                found = [Candidate(m, e) for m, lk in pairs for e in _all(lk.by_name.get(name))]
                 # a bare name only maps to an entry when it is unique among the folder's repos
                 if len(found) == 1:
                     by_name, how = (found[0],), "name"
                     break
                 if len(found) > 1:
                     break
-        by_content = tuple(self.by_size.get(size, ())) + tuple(self.unsized)
+        by_content = tuple(Candidate(m, e) for m, lk in pairs for e in (*_all(lk.by_size.get(size)), *lk.unsized))
         algorithms: set[str] = set()
         for c in by_name:
             if c.entry.size is None or size >= c.entry.size:

@@ -320,6 +320,35 @@ class Pool:
         self.report(outcome)
 
 
+def triage(pool: Pool, folder: WatchedFolder, paths: list[str], *,
+           full: bool) -> tuple[list[str], int, list[bytes]]:
+    """Split a scan's paths into those to judge and those whose stored verdict still holds.
+
+    Returns (to judge, unchanged count, rows whose file is gone — only for a full scan). Rows
+    are streamed, so a 100,000-file folder costs no more memory than its list of paths.
+    """
+    todo = {os.fsencode(p): p for p in paths}
+    unchanged = 0
+    gone: list[bytes] = []
+    for row in pool.state.iter_files(folder.key):
+        p = todo.get(row.path)
+        if p is None:
+            if full and row.path not in todo:
+                gone.append(row.path)
+            continue
+        if row.signature is None:
+            continue
+        try:
+            sig = Signature.of(os.lstat(p))
+        except OSError:
+            continue
+        rel = folder.relpath(p)
+        if rel is not None and row.signature == sig and pool.still_valid(folder, row, rel, sig.size):
+            del todo[row.path]
+            unchanged += 1
+    return list(todo.values()), unchanged, gone
+
+
 def walk(folder: WatchedFolder, on_error: Callable[[str, OSError], None] | None = None) -> list[str]:
     """Every candidate file under a watched folder (temp names and skipped dirs left out), without following links."""
     out: list[str] = []

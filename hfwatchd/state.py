@@ -147,15 +147,25 @@ class State:
             return [_row(r) for r in self._read(f"SELECT {_COLUMNS} FROM files")]
         return [_row(r) for r in self._read(f"SELECT {_COLUMNS} FROM files WHERE watch = ?", (watch,))]
 
-    def signatures(self, watch: str) -> dict[bytes, tuple[Signature | None, str]]:
-        """Path -> (signature, status) for a whole watch, in one query (the fast path of a re-check)."""
-        out: dict[bytes, tuple[Signature | None, str]] = {}
-        for path, dev, ino, size, mtime_ns, status in self._read(
-            "SELECT path, dev, ino, size, mtime_ns, status FROM files WHERE watch = ?", (watch,)
-        ):
-            sig = None if dev is None else Signature(dev, ino, size, mtime_ns)  # type: ignore[arg-type]
-            out[bytes(path)] = (sig, str(status))  # type: ignore[call-overload]
-        return out
+    def iter_files(self, watch: str) -> Iterator[FileRow]:
+        """Stream a watch's rows through a separate read connection: constant memory, writers never wait."""
+        try:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read state database {self.path}: {exc}") from None
+        try:
+            cur = db.execute(f"SELECT {_COLUMNS} FROM files WHERE watch = ?", (watch,))
+            while batch := cur.fetchmany(1000):
+                for r in batch:
+                    yield _row(r)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read state database {self.path}: {exc}") from None
+        finally:
+            db.close()
+
+    def counts(self, watch: str) -> dict[str, int]:
+        rows = self._read("SELECT status, COUNT(*) FROM files WHERE watch = ? GROUP BY status", (watch,))
+        return {str(s): int(n) for s, n in rows}  # type: ignore[call-overload]
 
     def record(self, watch: str, path: bytes, sig: Signature | None, v: Verdict) -> None:
         """Store a verdict durably before it is logged; without a signature it is judged again next time."""
