@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import threading
@@ -142,7 +143,14 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
     outcomes: list[Outcome] = []
     lock = threading.Lock()
 
+    from .actions import Actions
+
+    place = Actions(state, log) if any(w.place != "none" for w in config.watches) else None
+
     def collect(o: Outcome) -> None:
+        moved = place(o) if place is not None else None
+        if moved is not None:
+            o = dataclasses.replace(o, verdict=dataclasses.replace(o.verdict, path=moved))
         with lock:
             outcomes.append(o)
         if report is not None:

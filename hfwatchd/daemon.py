@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import __version__
+from .actions import Actions
 from .check import make_hub
 from .config import Config, ConfigError, RepoConfig, WatchConfig, load_config
+from .hooks import HookRunner
 from .hub import Hub, HubError, Loaded
 from .logs import Sink, make_logger
 from .manifest import INCOMPLETE, MATCHED, MISMATCH, UNKNOWN
@@ -80,7 +82,8 @@ class Daemon:
         self._scan_q: queue.SimpleQueue[tuple[str, str | None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._overflow = OverflowDetector(lambda: self.control.put(("overflow",)))
-        self._after_verdict: list[Callable[[Outcome, WatchConfig], None]] = []
+        self.hooks = HookRunner(log)
+        self.actions = Actions(self.state, log, self.hooks)
         self.verdicts = 0
 
     # --- verdicts ------------------------------------------------------------------------------
@@ -108,8 +111,7 @@ class Daemon:
             elif v.status == INCOMPLETE:
                 self.log.warning("file.incomplete", **fields)
         self.verdicts += 1
-        for follow_up in self._after_verdict:
-            follow_up(o, o.job.folder.config)
+        self.actions(o)
 
     # --- manifests -----------------------------------------------------------------------------
 
@@ -403,6 +405,7 @@ class Daemon:
         self.observers.clear()
         self.pool.stop(timeout=10.0)  # hashing is abandoned within a chunk; an unfinished file stays pending
         self.tracker.stop()
+        self.hooks.close(timeout=5.0)
         self._scan_q.put(None)
         self._fetch_q.put(None)
         for t in self._threads:

@@ -330,10 +330,12 @@ def triage(pool: Pool, folder: WatchedFolder, paths: list[str], *,
     todo = {os.fsencode(p): p for p in paths}
     unchanged = 0
     gone: list[bytes] = []
+    inside = os.fsencode(folder.root + os.sep)
     for row in pool.state.iter_files(folder.key):
         p = todo.get(row.path)
         if p is None:
-            if full and row.path not in todo:
+            # rows outside the folder are files placement moved away: their verdict stays
+            if full and row.path.startswith(inside):
                 gone.append(row.path)
             continue
         if row.signature is None:
