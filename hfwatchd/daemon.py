@@ -9,6 +9,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -321,6 +322,11 @@ class Daemon:
         self.config = new
         self.log.info("config.reloaded", watches=len(self.folders))
 
+    def _warning(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+        self.log.debug("python.warning", category=category.__name__, warning=str(message),
+                       where=f"{filename}:{lineno}")
+
     def request_stop(self) -> None:
         self.control.put(("signal", signal.SIGTERM))
 
@@ -335,9 +341,14 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 previous[sig] = signal.signal(sig, lambda signum, _frame: self.control.put(("signal", signum)))
         self._overflow.install()
+        # a library warning (watchdog warns about re-added inotify callbacks) becomes a JSON line,
+        # not raw text in the middle of the log stream
+        previous_showwarning = warnings.showwarning
+        warnings.showwarning = self._warning
         try:
             return self._run()
         finally:
+            warnings.showwarning = previous_showwarning
             self._overflow.uninstall()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

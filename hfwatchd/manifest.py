@@ -219,9 +219,10 @@ class Plan:
     """What must be computed about a local file before it can be judged."""
 
     by_name: tuple[Candidate, ...]  # from its path or its name: judged against these
-    by_content: tuple[Candidate, ...]  # same size somewhere in the watched manifests
+    by_content: bool  # some entry of the watched manifests has this size: its digests may identify it
     algorithms: frozenset[str]
     how: str | None = None  # path | name: how by_name was found
+    index: Index | None = None  # where a digest is looked up when by_content
 
     @property
     def needs_hash(self) -> bool:
@@ -267,21 +268,31 @@ def _all(slot: _Slot | None) -> tuple[ManifestEntry, ...]:
     return slot if isinstance(slot, tuple) else (slot,)
 
 
-class _Lookup:
-    """One manifest's entries by base name and by size."""
+_ALG_BIT = {SHA256: 1, GIT_SHA1: 2}
 
-    __slots__ = ("by_name", "by_size", "unsized")
+
+class _Lookup:
+    """One manifest's entries by base name and by digest, and which algorithms each size needs.
+
+    Content lookup goes by digest, never by scanning entries of the same size: a dataset of
+    thousands of equal-size shards must not make every file cost thousands of comparisons.
+    """
+
+    __slots__ = ("by_digest", "by_name", "sizes", "unsized")
 
     def __init__(self, m: Manifest) -> None:
         self.by_name: dict[str, _Slot] = {}
-        self.by_size: dict[int, _Slot] = {}
-        self.unsized: list[ManifestEntry] = []
+        self.by_digest: dict[str, _Slot] = {}
+        self.sizes: dict[int, int] = {}  # size -> bits of the algorithms its entries use
+        self.unsized = 0  # bits of the algorithms of entries without a size (seed manifests)
         for e in m.entries.values():
             _add(self.by_name, e.basename, e)
+            _add(self.by_digest, e.expected, e)
+            bit = _ALG_BIT[e.algorithm]
             if e.size is None:
-                self.unsized.append(e)
+                self.unsized |= bit
             else:
-                _add(self.by_size, e.size, e)
+                self.sizes[e.size] = self.sizes.get(e.size, 0) | bit
 
 
 class Index:
@@ -313,14 +324,23 @@ class Index:
                     break
                 if len(found) > 1:
                     break
-        by_content = tuple(Candidate(m, e) for m, lk in pairs for e in (*_all(lk.by_size.get(size)), *lk.unsized))
-        algorithms: set[str] = set()
+        bits = 0
+        for _, lk in pairs:
+            bits |= lk.sizes.get(size, 0) | lk.unsized
+        algorithms = {alg for alg, bit in _ALG_BIT.items() if bits & bit}
         for c in by_name:
             if c.entry.size is None or size >= c.entry.size:
                 algorithms.add(c.entry.algorithm)
-        for c in by_content:
-            algorithms.add(c.entry.algorithm)
-        return Plan(by_name, by_content, frozenset(algorithms), how)
+        return Plan(by_name, bool(bits), frozenset(algorithms), how, self)
+
+    def by_digest(self, size: int, digests: Mapping[str, str]) -> Candidate | None:
+        """The first entry, in repo order, whose size and digest these are."""
+        for m, lk in zip(self.manifests, self._lookups, strict=True):
+            for alg, digest in digests.items():
+                for e in _all(lk.by_digest.get(digest)):
+                    if e.algorithm == alg and (e.size is None or e.size == size):
+                        return Candidate(m, e)
+        return None
 
 
 def _verdict(status: str, path: str, size: int, c: Candidate | None, actual: str | None, how: str | None) -> Verdict:
@@ -353,9 +373,10 @@ def decide(plan: Plan, path: str, size: int, digests: Mapping[str, str]) -> Verd
     for c in plan.by_name:
         if _matches(c, size, digests):
             return _verdict(MATCHED, path, size, c, digests.get(c.entry.algorithm), how)
-    for c in plan.by_content:
-        if _matches(c, size, digests):
-            return _verdict(MATCHED, path, size, c, digests.get(c.entry.algorithm), "content")
+    if plan.by_content and plan.index is not None:
+        found = plan.index.by_digest(size, digests)
+        if found is not None:
+            return _verdict(MATCHED, path, size, found, digests.get(found.entry.algorithm), "content")
     if plan.by_name:
         c = plan.by_name[0]
         if c.entry.size is not None and size < c.entry.size:

@@ -129,6 +129,8 @@ class Pool:
         self.counters = Counters()
         self._q: queue.Queue[Job | None] = queue.Queue()
         self._queued: set[str] = set()
+        self._judging: set[str] = set()
+        self._again: set[str] = set()
         self._qlock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._active = 0
@@ -180,6 +182,12 @@ class Pool:
                 return
             with self._qlock:
                 self._queued.discard(job.path)
+                if job.path in self._judging:
+                    # another worker is on this very file (a close and a rename a millisecond apart):
+                    # it looks again when done, so one file never gets two verdicts at once
+                    self._again.add(job.path)
+                    continue
+                self._judging.add(job.path)
                 self._active += 1
             try:
                 if not self.stopping.is_set():
@@ -192,6 +200,13 @@ class Pool:
                 self.log.exception("worker.failed", path=job.path, error=f"{type(exc).__name__}: {exc}")
             finally:
                 with self._idle:
+                    self._judging.discard(job.path)
+                    if job.path in self._again:
+                        self._again.discard(job.path)
+                        if not self.stopping.is_set() and job.path not in self._queued:
+                            # queued before this worker counts itself idle, so wait_idle never sees a gap
+                            self._queued.add(job.path)
+                            self._q.put(Job(job.folder, job.path, job.reason))
                     self._active -= 1
                     self._idle.notify_all()
 
@@ -242,6 +257,18 @@ class Pool:
             self.counters.skipped += 1
             return
 
+        if self.mode == DAEMON and time.time_ns() - sig.mtime_ns < 2_000_000_000:
+            # recently written: make sure the writer is done (size, mtime and inode stay put)
+            if self.stopping.wait(self.settle):
+                return
+            try:
+                again = Signature.of(os.lstat(path))
+            except OSError:
+                return
+            if again != sig:
+                self._retry(job, "still being written")
+                return
+
         in_progress = control_file(path) is not None or (sig.size == 0 and placeholder_in_progress(path))
         if in_progress:
             if self.mode == DAEMON and job.reason == "event":
@@ -254,18 +281,6 @@ class Pool:
                 self.state.record(folder.key, key, None, v)
                 self._emit(Outcome(job, v, None, 0.0, previous))
             return
-
-        if self.mode == DAEMON and time.time_ns() - sig.mtime_ns < 2_000_000_000:
-            # recently written: make sure the writer is done (size, mtime and inode stay put)
-            if self.stopping.wait(self.settle):
-                return
-            try:
-                again = Signature.of(os.lstat(path))
-            except OSError:
-                return
-            if again != sig:
-                self._retry(job, "still being written")
-                return
 
         plan = folder.index.plan(rel, sig.size)
         started = time.monotonic()
