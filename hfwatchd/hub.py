@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,6 +145,8 @@ class Hub:
         self.timeout = timeout
         self._token = token
         self._api: Any = None
+        self._memo: dict[str, tuple[str, dict[str, ManifestEntry]]] = {}
+        self._memo_lock = threading.Lock()
 
     # --- cache ---------------------------------------------------------------------------------
 
@@ -154,7 +157,28 @@ class Hub:
         return self._repo_dir(ref) / "refs" / (quote(ref.revision, safe="") + ".json")
 
     def _manifest_path(self, ref: RepoRef, commit: str) -> Path:
-        return self._repo_dir(ref) / f"{commit}.json"
+        # JSON lines, one small array per file: read line by line, a 100k-file manifest never
+        # exists twice in memory (as a parsed document and as entries)
+        return self._repo_dir(ref) / f"{commit}.jsonl"
+
+    def _read_cache(self, path: Path) -> dict[str, ManifestEntry] | None:
+        key = str(path.parent)
+        with self._memo_lock:
+            hit = self._memo.get(key)
+        if hit is not None and hit[0] == path.name:
+            return hit[1]
+        entries: dict[str, ManifestEntry] = {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    p, size, sha, blob = json.loads(line)
+                    entries[p] = ManifestEntry(p, size, sha, blob)
+        except (OSError, ValueError, TypeError):
+            return None
+        with self._memo_lock:
+            # the same commit loaded for several watches, or again after a TTL, shares one copy
+            self._memo[key] = (path.name, entries)  # one commit per repo: memory does not grow with history
+        return entries
 
     def cached(self, ref: RepoRef) -> tuple[Manifest, float] | None:
         """The last manifest resolved for this repo and revision, and when it was resolved."""
@@ -167,12 +191,10 @@ class Hub:
                 return None
             if info.get("endpoint") not in (None, self.endpoint):
                 return None
-        try:
-            text = self._manifest_path(ref, commit).read_text(encoding="utf-8")
-            m = load_manifest_text(text, ref, where=str(self._manifest_path(ref, commit)))
-        except (OSError, SpecError):
+        entries = self._read_cache(self._manifest_path(ref, commit))
+        if entries is None:
             return None
-        return Manifest(ref, commit, m.entries, source="cache"), resolved_at
+        return Manifest(ref, commit, entries, source="cache"), resolved_at
 
     def manifest_at(self, ref: RepoRef, commit: str) -> Manifest | None:
         """The cached manifest of `ref` at a known commit, or None (never asks the Hub)."""
@@ -181,8 +203,13 @@ class Hub:
 
     def _store(self, manifest: Manifest) -> None:
         ref = manifest.repo
-        data = json.dumps(manifest.to_full(), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        _atomic_write(self._manifest_path(ref, manifest.commit), data)
+        path = self._manifest_path(ref, manifest.commit)
+        if not path.exists():
+            lines = (json.dumps([e.rfilename, e.size, e.sha256, e.blob_id], ensure_ascii=False) + "\n"
+                     for e in manifest.entries.values())
+            _atomic_write(path, "".join(lines).encode("utf-8"))
+        with self._memo_lock:
+            self._memo[str(path.parent)] = (path.name, dict(manifest.entries))
         if ref.revision != manifest.commit:
             info = {"commit": manifest.commit, "resolved_at": time.time(), "endpoint": self.endpoint}
             _atomic_write(self._ref_path(ref), json.dumps(info).encode("utf-8"))
