@@ -210,9 +210,7 @@ class Daemon:
         if sub is not None:
             if folder.relpath(sub) is None:
                 return
-            shadow = WatchedFolder(folder.config)
-            shadow.root = sub  # walk only the subtree, but keep paths absolute
-            paths = [p for p in walk(shadow) if folder.relpath(p) is not None]
+            paths = walk(folder, top=sub)
         else:
             if not os.path.isdir(root):
                 return

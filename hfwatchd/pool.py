@@ -335,55 +335,70 @@ class Pool:
         self.report(outcome)
 
 
-def triage(pool: Pool, folder: WatchedFolder, paths: list[str], *,
+def triage(pool: Pool, folder: WatchedFolder, paths: list[bytes], *,
            full: bool) -> tuple[list[str], int, list[bytes]]:
     """Split a scan's paths into those to judge and those whose stored verdict still holds.
 
-    Returns (to judge, unchanged count, rows whose file is gone — only for a full scan). Rows
-    are streamed, so a 100,000-file folder costs no more memory than its list of paths.
+    Returns (to judge, unchanged count, rows whose file is gone — only for a full scan). The
+    sorted paths are merged with the rows streamed in path order, so a 100,000-file folder
+    costs no more memory than its list of paths. `paths` is sorted in place.
     """
-    todo = {os.fsencode(p): p for p in paths}
+    paths.sort()
+    todo: list[str] = []
     unchanged = 0
     gone: list[bytes] = []
     inside = os.fsencode(folder.root + os.sep)
-    for row in pool.state.iter_files(folder.key):
-        p = todo.get(row.path)
-        if p is None:
+    i, n = 0, len(paths)
+    for row in pool.state.iter_files(folder.key, ordered=True):
+        while i < n and paths[i] < row.path:
+            todo.append(os.fsdecode(paths[i]))
+            i += 1
+        if i >= n or paths[i] != row.path:
             # rows outside the folder are files placement moved away: their verdict stays
             if full and row.path.startswith(inside):
                 gone.append(row.path)
             continue
-        if row.signature is None:
-            continue
+        p = os.fsdecode(paths[i])
+        i += 1
         try:
             sig = Signature.of(os.lstat(p))
         except OSError:
             continue
         rel = folder.relpath(p)
-        if rel is not None and row.signature == sig and pool.still_valid(folder, row, rel, sig.size):
-            del todo[row.path]
+        if (row.signature is not None and rel is not None and row.signature == sig
+                and pool.still_valid(folder, row, rel, sig.size)):
             unchanged += 1
-    return list(todo.values()), unchanged, gone
+        else:
+            todo.append(p)
+    todo.extend(os.fsdecode(p) for p in paths[i:])
+    return todo, unchanged, gone
 
 
-def walk(folder: WatchedFolder, on_error: Callable[[str, OSError], None] | None = None) -> list[str]:
-    """Every candidate file under a watched folder (temp names and skipped dirs left out), without following links."""
-    out: list[str] = []
-    stack = [folder.root]
+def walk(folder: WatchedFolder, on_error: Callable[[str, OSError], None] | None = None,
+         top: str | None = None) -> list[bytes]:
+    """Every candidate file under a watched folder (or its subfolder `top`), as bytes paths.
+
+    Temp names and skipped dirs are left out and links are not followed. Bytes, not str: a
+    name that is not UTF-8 stays exact, and a 100,000-file list stays small.
+    """
+    out: list[bytes] = []
+    root = os.fsencode(folder.root)
+    stack = [os.fsencode(top if top is not None else folder.root)]
+    skip = tuple(os.fsencode(d) for d in folder.skip_dirs)
     while stack:
         d = stack.pop()
         try:
             it = os.scandir(d)
         except OSError as exc:
             if on_error is not None:
-                on_error(d, exc)
+                on_error(os.fsdecode(d), exc)
             continue
         with it:
             for entry in it:
-                p = os.path.join(d, entry.name)
-                rel = folder.relpath(p)
-                if rel is None:
+                p = entry.path
+                if any(p == s or p.startswith(s + b"/") for s in skip):
                     continue
+                rel = os.fsdecode(p[len(root) + 1 :])
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         if not is_temp_name(rel + "/"):

@@ -147,14 +147,15 @@ class State:
             return [_row(r) for r in self._read(f"SELECT {_COLUMNS} FROM files")]
         return [_row(r) for r in self._read(f"SELECT {_COLUMNS} FROM files WHERE watch = ?", (watch,))]
 
-    def iter_files(self, watch: str) -> Iterator[FileRow]:
+    def iter_files(self, watch: str, *, ordered: bool = False) -> Iterator[FileRow]:
         """Stream a watch's rows through a separate read connection: constant memory, writers never wait."""
         try:
             db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
         except sqlite3.Error as exc:
             raise StateError(f"cannot read state database {self.path}: {exc}") from None
         try:
-            cur = db.execute(f"SELECT {_COLUMNS} FROM files WHERE watch = ?", (watch,))
+            order = " ORDER BY path" if ordered else ""
+            cur = db.execute(f"SELECT {_COLUMNS} FROM files WHERE watch = ?{order}", (watch,))
             while batch := cur.fetchmany(1000):
                 for r in batch:
                     yield _row(r)
