@@ -34,7 +34,7 @@ def setup(tmp_path: Path, hub: FakeHub, **watch: object) -> tuple[Path, Path, st
 class TestStatus:
     def test_counts_after_check(self, tmp_path: Path, fake_hub: FakeHub) -> None:
         """status reports per watch and repo what check recorded, without the Hub."""
-        cfg, dl, commit = setup(tmp_path, fake_hub)
+        cfg, _dl, commit = setup(tmp_path, fake_hub)
         assert run_cli("check", "--config", str(cfg)).returncode == 1
         fake_hub.stop()
         r = run_cli("status", "--config", str(cfg), "--json")
@@ -47,7 +47,7 @@ class TestStatus:
 
     def test_missing_urls_are_pinned(self, tmp_path: Path, fake_hub: FakeHub) -> None:
         """--missing --urls prints one pinned resolve URL per file still to download, ready for wget -i."""
-        cfg, dl, commit = setup(tmp_path, fake_hub)
+        cfg, _dl, commit = setup(tmp_path, fake_hub)
         run_cli("check", "--config", str(cfg))
         r = run_cli("status", "--config", str(cfg), "--missing", "--urls")
         urls = r.stdout.split()
