@@ -407,6 +407,10 @@ class Daemon:
         return self._shutdown()
 
     def _shutdown(self) -> int:
+        if threading.current_thread() is threading.main_thread():
+            # a second Ctrl-C while stopping means now: every logged verdict is already durable
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda signum, _frame: os._exit(128 + signum))
         self.notifier.stopping()
         self.stop_event.set()
         for obs in self.observers.values():
@@ -418,7 +422,8 @@ class Daemon:
         self._scan_q.put(None)
         self._fetch_q.put(None)
         for t in self._threads:
-            t.join(timeout=self.config.hub.timeout + 1.0)
+            # the hub thread may sit in a request until hub.timeout: it is a daemon thread, not worth waiting for
+            t.join(timeout=2.0)
         self.hub.close()
         self.state.close()
         self.log.info("daemon.stopped", verdicts=self.verdicts)
