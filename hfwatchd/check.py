@@ -73,6 +73,7 @@ class Record:
     expected: str | None = None
     actual: str | None = None
     commit: str | None = None
+    url: str | None = None  # for missing files: the pinned download link
 
     @classmethod
     def of(cls, v: Verdict) -> Record:
@@ -199,8 +200,9 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
         for m in folder.manifests.values():
             for e in m.entries.values():
                 if (m.repo.key, e.rfilename) not in present and folder.config.expects(e.rfilename):
+                    url = m.repo.resolve_url(hub.endpoint, m.commit, e.rfilename) if m.commit and e.safe else None
                     result.records.append(Record(MISSING, None, m.repo.key, e.rfilename, None, e.size,
-                                                 e.algorithm, e.expected, None, m.commit or None))
+                                                 e.algorithm, e.expected, None, m.commit or None, url))
     result.records.sort(key=lambda r: (r.repo or "~", r.rfilename or "", r.path or ""))
     result.hashed_bytes = pool.counters.hashed_bytes
     result.hashed_files = pool.counters.hashed_files

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -109,7 +110,8 @@ def _print_check(result: CheckResult, out: TextIO, as_json: bool) -> None:
         status = f"{r.status:<10}"
         if color:
             status = f"\033[{_COLORS.get(r.status, '0')}m{status}\033[0m"
-        where = r.path if r.path is not None else "-"
+        # one line per file, whatever its name: a newline in a name is shown escaped
+        where = r.path.replace("\n", "\\n") if r.path is not None else "-"
         what = f"{r.repo}:{r.rfilename}" if r.rfilename else ""
         if r.path is not None and r.rfilename and r.path.endswith("/" + r.rfilename):
             what = r.repo or ""
@@ -118,7 +120,9 @@ def _print_check(result: CheckResult, out: TextIO, as_json: bool) -> None:
             extra = f"  ({r.size} of {r.expected_size} bytes)"
         elif r.status == MISMATCH:
             extra = "  download again"
-        out.write(f"{status} {where!s}  {what}{extra}\n".replace("\n", "\\n", r.path.count("\n") if r.path else 0))
+        elif r.status == MISSING and r.url:
+            extra = f"  {r.url}"
+        out.write(f"{status} {where}  {what}{extra}\n")
     c = result.counts()
     summary = ", ".join(f"{n} {s}" for s, n in c.items())
     rate = result.hashed_bytes / result.seconds / 1e6 if result.seconds else 0.0
@@ -270,6 +274,9 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # a file name that is not UTF-8 is printed as its own bytes, as ls does, never a crash
+        sys.stdout.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

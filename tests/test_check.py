@@ -277,6 +277,9 @@ class TestBadInput:
         assert {"fifo", "zero", "loop", "sock"}.isdisjoint(names)
         assert "new\nline.txt" in names
         assert any(x["rfilename"] == "tokenizer.json" and x["status"] == "matched" for x in recs)
+        human = run_cli("check", REPO, str(dl), hub=fake_hub, timeout=30)
+        assert human.returncode in (1, 2) and "Traceback" not in human.stderr
+        assert "new\\nline.txt" in human.stdout
 
 
 class TestState:
