@@ -6,6 +6,8 @@ import json
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -277,9 +279,11 @@ class TestBadInput:
         assert {"fifo", "zero", "loop", "sock"}.isdisjoint(names)
         assert "new\nline.txt" in names
         assert any(x["rfilename"] == "tokenizer.json" and x["status"] == "matched" for x in recs)
-        human = run_cli("check", REPO, str(dl), hub=fake_hub, timeout=30)
-        assert human.returncode in (1, 2) and "Traceback" not in human.stderr
-        assert "new\\nline.txt" in human.stdout
+        human = subprocess.run([sys.executable, "-m", "hfwatchd", "check", REPO, str(dl)], capture_output=True,
+                               env=cli_env(fake_hub), timeout=30, check=False)
+        assert human.returncode in (1, 2) and b"Traceback" not in human.stderr
+        assert b"new\\nline.txt" in human.stdout  # one line per file, the newline escaped
+        assert b"bad-\xff-utf8" in human.stdout  # printed as its own bytes, as ls does
 
 
 class TestState:
