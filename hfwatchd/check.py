@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from .config import Config
 from .hub import Hub, HubError, read_token_file
 from .manifest import INCOMPLETE, MATCHED, MISMATCH, MISSING, PENDING, UNKNOWN, Verdict
-from .pool import CHECK, Job, Outcome, Pool, WatchedFolder, triage, walk
+from .pool import CHECK, PREHASH_MIN, Job, Outcome, Pool, WatchedFolder, triage, unvouched, walk
 from .state import State
 
 EXIT_OK, EXIT_MISMATCH, EXIT_INCOMPLETE = 0, 1, 2
@@ -105,16 +105,26 @@ class CheckResult:
 
 
 class _Progress:
-    """A tqdm byte counter on a terminal, nothing otherwise."""
+    """A tqdm byte counter on a terminal, nothing otherwise; its total grows as work is found."""
 
     def __init__(self, total: int, enabled: bool, stream: TextIO) -> None:
         self._bar: Any = None
         self._lock = threading.Lock()
-        if enabled and total > 0:
-            from tqdm import tqdm
+        self._enabled, self._stream, self._total = enabled, stream, total
 
-            self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="hashing",
-                             file=stream, leave=False, dynamic_ncols=True)
+    def grow(self, n: int) -> None:
+        if not self._enabled or n <= 0:
+            return
+        with self._lock:
+            self._total += n
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=self._total, unit="B", unit_scale=True, unit_divisor=1024, desc="hashing",
+                                 file=self._stream, leave=False, dynamic_ncols=True)
+            else:
+                self._bar.total = self._total
+                self._bar.refresh()
 
     def update(self, n: int) -> None:
         if self._bar is not None:
@@ -133,14 +143,6 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
     started = time.monotonic()
     stream = stream or sys.stderr
     folders = [WatchedFolder(w) for w in config.watches]
-    failed = load_manifests(hub, folders, state, log)
-    result = CheckResult()
-    if failed:
-        # judging with part of the manifests would call the other repos' files unknown, or worse
-        result.seconds = time.monotonic() - started
-        return result, [(key, err) for _, key, err in failed]
-    for folder in folders:
-        folder.ready = True
     outcomes: list[Outcome] = []
     lock = threading.Lock()
 
@@ -157,30 +159,47 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
         if report is not None:
             report(o)
 
-    bar = _Progress(0, False, stream)
-    pool = Pool(state, workers=config.workers, report=collect, log=log, mode=CHECK,
-                on_bytes=lambda n: bar.update(n))  # noqa: PLW0108 - bar is replaced below
-    todo: list[tuple[WatchedFolder, str]] = []
-    total = 0
-    for folder in folders:
-        if not os.path.isdir(folder.root):
-            log.warning("watch.missing", path=folder.root, error="no such folder: every expected file is missing")
-            continue
-        paths = walk(folder, lambda d, e: log.warning("scan.unreadable", path=d, error=e.strerror))
-        # the fast path of a re-check: an unchanged file whose verdict still holds is not even queued
-        changed, _, gone = triage(pool, folder, paths, full=True)
-        for path in changed:
-            with contextlib.suppress(OSError):
-                total += os.lstat(path).st_size
-            todo.append((folder, path))
-        # files judged earlier that are gone from disk are forgotten, so they count as missing again
-        state.forget_many(gone)
+    bar = _Progress(0, stream.isatty() if progress is None else progress, stream)
+    pool = Pool(state, workers=config.workers, report=collect, log=log, mode=CHECK, on_bytes=bar.update)
 
-    bar = _Progress(total, stream.isatty() if progress is None else progress, stream)
+    # The manifests load in the background (importing huggingface_hub alone takes a quarter second)
+    # while the workers already hash the large files the state does not vouch for: those are LFS
+    # files, judged by sha256, whatever the manifest turns out to say.
+    loaded: list[list[tuple[WatchedFolder, str, HubError]]] = []
+    loader = threading.Thread(target=lambda: loaded.append(load_manifests(hub, folders, state, log)),
+                              name="hfwatchd-manifests", daemon=True)
+    loader.start()
+    walked: dict[str, list[bytes]] = {}
     pool.start()
     try:
-        for folder, path in todo:
-            pool.submit(Job(folder, path, "scan"))
+        for folder in folders:
+            if not os.path.isdir(folder.root):
+                log.warning("watch.missing", path=folder.root, error="no such folder: every expected file is missing")
+                continue
+            walked[folder.key] = walk(folder, lambda d, e: log.warning("scan.unreadable", path=d, error=e.strerror))
+            for path, size in unvouched(state, folder, walked[folder.key], min_size=PREHASH_MIN):
+                bar.grow(size)
+                pool.submit(Job(folder, path, "prehash"))
+        loader.join()
+        failed = loaded[0] if loaded else []
+        result = CheckResult()
+        if failed or not loaded:
+            # judging with part of the manifests would call the other repos' files unknown, or worse
+            result.seconds = time.monotonic() - started
+            return result, [(key, err) for _, key, err in failed]
+        for folder in folders:
+            folder.ready = True
+            if folder.key not in walked:
+                continue
+            # the fast path of a re-check: an unchanged file whose verdict still holds is not even queued
+            changed, _, gone = triage(pool, folder, walked.pop(folder.key), full=True)
+            for path in changed:
+                if path not in pool.prehashing:
+                    with contextlib.suppress(OSError):
+                        bar.grow(os.lstat(path).st_size)
+                pool.submit(Job(folder, path, "scan"))
+            # files judged earlier that are gone from disk are forgotten, so they count as missing again
+            state.forget_many(gone)
         pool.wait_idle()
     finally:
         pool.stop()

@@ -18,6 +18,7 @@ from .manifest import INCOMPLETE, MISMATCH, PENDING, UNKNOWN, Index, Manifest, P
 from .progressive import Tracker
 from .state import FileRow, State, StateError
 
+PREHASH_MIN = 1 << 20  # files this large are LFS files in practice: sha256 is worth computing early
 DAEMON = "daemon"
 CHECK = "check"
 MAX_ATTEMPTS = 5
@@ -130,7 +131,9 @@ class Pool:
         self._q: queue.Queue[Job | None] = queue.Queue()
         self._queued: set[str] = set()
         self._judging: set[str] = set()
-        self._again: set[str] = set()
+        self.prehashed: dict[str, tuple[Signature, str]] = {}  # path -> (signature, sha256) hashed early
+        self.prehashing: set[str] = set()
+        self._again: dict[str, Job] = {}
         self._qlock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._active = 0
@@ -158,9 +161,12 @@ class Pool:
 
     def submit(self, job: Job) -> None:
         with self._qlock:
-            if job.path in self._queued:
+            if job.reason == "prehash":
+                self.prehashing.add(job.path)  # tracked apart: a judge job for the path may queue too
+            elif job.path in self._queued:
                 return
-            self._queued.add(job.path)
+            else:
+                self._queued.add(job.path)
         self._q.put(job)
 
     def backlog(self) -> int:
@@ -170,7 +176,8 @@ class Pool:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is queued or being judged."""
         with self._idle:
-            return self._idle.wait_for(lambda: not self._queued and self._active == 0, timeout)
+            return self._idle.wait_for(lambda: not self._queued and not self.prehashing and self._active == 0,
+                                       timeout)
 
     # --- work ----------------------------------------------------------------------------------
 
@@ -181,11 +188,15 @@ class Pool:
             if job is None:
                 return
             with self._qlock:
-                self._queued.discard(job.path)
+                if job.reason != "prehash":
+                    self._queued.discard(job.path)
                 if job.path in self._judging:
                     # another worker is on this very file (a close and a rename a millisecond apart):
                     # it looks again when done, so one file never gets two verdicts at once
-                    self._again.add(job.path)
+                    if job.reason == "prehash":
+                        self.prehashing.discard(job.path)
+                    else:
+                        self._again[job.path] = job
                     continue
                 self._judging.add(job.path)
                 self._active += 1
@@ -201,12 +212,11 @@ class Pool:
             finally:
                 with self._idle:
                     self._judging.discard(job.path)
-                    if job.path in self._again:
-                        self._again.discard(job.path)
-                        if not self.stopping.is_set() and job.path not in self._queued:
-                            # queued before this worker counts itself idle, so wait_idle never sees a gap
-                            self._queued.add(job.path)
-                            self._q.put(Job(job.folder, job.path, job.reason))
+                    deferred = self._again.pop(job.path, None)
+                    if deferred is not None and not self.stopping.is_set() and job.path not in self._queued:
+                        # queued before this worker counts itself idle, so wait_idle never sees a gap
+                        self._queued.add(job.path)
+                        self._q.put(deferred)
                     self._active -= 1
                     self._idle.notify_all()
 
@@ -236,6 +246,9 @@ class Pool:
         return entry is not None and entry.expected == row.expected and entry.size == row.expected_size
 
     def _judge(self, job: Job, buf: bytearray) -> None:
+        if job.reason == "prehash":
+            self._prehash(job, buf)
+            return
         folder, path = job.folder, job.path
         rel = folder.relpath(path)
         if rel is None or is_temp_name(rel) or not folder.ready:
@@ -289,14 +302,20 @@ class Pool:
         if self._worth_hashing(plan, sig.size):
             self.state.mark_pending(folder.key, key)
             resume = None
-            if self.tracker is not None:
+            early = self.prehashed.pop(path, None)
+            if early is not None and early[0] == sig and plan.algorithms == {SHA256}:
+                digests = {SHA256: early[1]}
+            elif self.tracker is not None:
                 progress = self.tracker.take(sig.dev, sig.ino)
                 if progress is not None and plan.algorithms == {SHA256} and progress.offset <= sig.size:
                     resume = StreamHasher.resume(progress.sha256, progress.offset)
                     head_start = progress.offset
             try:
-                digests, _ = hash_file(path, plan.algorithms, expected=sig, progress=self.on_bytes,
-                                       cancel=self.stopping, buf=buf, resume=resume)
+                if not digests:
+                    digests, _ = hash_file(path, plan.algorithms, expected=sig, progress=self.on_bytes,
+                                           cancel=self.stopping, buf=buf, resume=resume)
+                    self.counters.hashed_bytes += sig.size - head_start
+                    self.counters.hashed_files += 1
                 if head_start and decide(plan, path, sig.size, digests).status == MISMATCH:
                     # bytes read while the download ran may have been rewritten since: confirm from disk
                     head_start = 0
@@ -313,12 +332,24 @@ class Pool:
                 self.log.warning("file.unreadable", path=path, error=exc.strerror)
                 self.state.forget(key)
                 return
-            self.counters.hashed_bytes += sig.size - head_start
-            self.counters.hashed_files += 1
         v = decide(plan, path, sig.size, digests)
         seconds = time.monotonic() - started
         self.state.record(folder.key, key, sig, v)
         self._emit(Outcome(job, v, sig, seconds, previous, head_start))
+
+    def _prehash(self, job: Job, buf: bytearray) -> None:
+        """sha256 of a large file before the manifests are known (see check.py)."""
+        try:
+            digests, sig = hash_file(job.path, frozenset({SHA256}), progress=self.on_bytes, cancel=self.stopping,
+                                     buf=buf)
+        except (OSError, FileChanged):
+            return  # judged normally later
+        finally:
+            with self._qlock:
+                self.prehashing.discard(job.path)
+        self.prehashed[job.path] = (sig, digests[SHA256])
+        self.counters.hashed_bytes += sig.size
+        self.counters.hashed_files += 1
 
     @staticmethod
     def _worth_hashing(plan: Plan, size: int) -> bool:
@@ -372,6 +403,30 @@ def triage(pool: Pool, folder: WatchedFolder, paths: list[bytes], *,
             todo.append(p)
     todo.extend(os.fsdecode(p) for p in paths[i:])
     return todo, unchanged, gone
+
+
+def unvouched(state: State, folder: WatchedFolder, paths: list[bytes], *,
+              min_size: int) -> list[tuple[str, int]]:
+    """Files of at least `min_size` bytes whose stored signature does not match: they will be hashed."""
+    paths.sort()
+    rows = state.iter_files(folder.key, ordered=True)
+    row = next(rows, None)
+    out: list[tuple[str, int]] = []
+    for p in paths:
+        while row is not None and row.path < p:
+            row = next(rows, None)
+        try:
+            st = os.lstat(p)
+        except OSError:
+            continue
+        if st.st_size < min_size or not stat.S_ISREG(st.st_mode):
+            continue
+        if row is not None and row.path == p and row.status != PENDING and row.signature == Signature.of(st):
+            continue
+        out.append((os.fsdecode(p), st.st_size))
+    for _ in rows:  # drain, so the read connection closes now
+        pass
+    return out
 
 
 def walk(folder: WatchedFolder, on_error: Callable[[str, OSError], None] | None = None,
