@@ -142,7 +142,7 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
     """Judge every file of every watch once. Returns the result and the repos with no manifest."""
     started = time.monotonic()
     stream = stream or sys.stderr
-    folders = [WatchedFolder(w) for w in config.watches]
+    folders = [WatchedFolder(w, skip=(config.state_dir,)) for w in config.watches]
     outcomes: list[Outcome] = []
     lock = threading.Lock()
 
@@ -208,14 +208,15 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
     judged = {o.verdict.path for o in outcomes}
     result.records = [Record.of(o.verdict) for o in outcomes]
     for folder in folders:
+        present = {(o.verdict.repo, o.verdict.rfilename) for o in outcomes if o.job.folder is folder}
         for row in state.files(folder.key):
+            present.add((row.repo, row.rfilename))  # rows outside the folder too: files placement moved
             path = os.fsdecode(row.path)
             if path in judged:
                 continue
             result.records.append(Record(row.status, path, row.repo, row.rfilename,
                                          row.signature.size if row.signature else None, row.expected_size,
                                          row.algorithm, row.expected, row.digest, row.commit))
-        present = {(r.repo, r.rfilename) for r in result.records if r.path and r.path.startswith(folder.root + os.sep)}
         for m in folder.manifests.values():
             for e in m.entries.values():
                 if (m.repo.key, e.rfilename) not in present and folder.config.expects(e.rfilename):

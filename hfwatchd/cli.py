@@ -91,7 +91,10 @@ def _load(args: argparse.Namespace, *, required: bool) -> Config | None:
 def _console_log(config: Config | None, *, quiet: bool) -> Any:
     import logging
 
-    sink = Sink(config.log_file if config else None, stream_level=logging.WARNING if quiet else logging.INFO)
+    try:
+        sink = Sink(config.log_file if config else None, stream_level=logging.WARNING if quiet else logging.INFO)
+    except OSError as exc:
+        raise ConfigError(f"log_file: cannot open {config.log_file if config else ''}: {exc.strerror}") from None
     return make_logger(sink, config.log_level if config else "info"), sink
 
 
@@ -247,7 +250,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         loaded = hub.load(ref, refresh=args.refresh)
     except HubError as err:
         sys.stderr.write(f"hfwatchd: {err}\n")
-        return EXIT_UNAVAILABLE
+        return EXIT_USAGE if err.permanent else EXIT_UNAVAILABLE
     finally:
         hub.close()
         sink.close()

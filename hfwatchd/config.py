@@ -123,7 +123,10 @@ class Config:
 
 
 def default_endpoint() -> str:
-    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    if not re.match(r"^https?://[^\s/]+", endpoint):
+        raise ConfigError(f"HF_ENDPOINT: expected an http(s) URL, got {endpoint!r}")
+    return endpoint
 
 
 class _Reader:
@@ -297,6 +300,11 @@ def parse_config(data: Mapping[str, Any], *, base: Path, source: Path | None = N
         key = Path(os.path.normpath(w.path))
         if key in seen:
             raise ConfigError(f"watch[{i}].path: {w.path} is already watched by watch[{seen[key]}]")
+        for other, j in seen.items():
+            if key.is_relative_to(other) or other.is_relative_to(key):
+                # every file belongs to one watch: nested folders would judge it twice, against different repos
+                raise ConfigError(f"watch[{i}].path: {w.path} is nested with watch[{j}] ({other}); "
+                                  "list the inner folder's repos on one watch instead")
         seen[key] = i
     return Config(
         state_dir=state_dir,

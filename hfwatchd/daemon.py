@@ -106,7 +106,7 @@ class Daemon:
                     fields["progressive_bytes"] = o.head_start
                 self.log.info("file.matched", **fields)
             elif v.status == MISMATCH:
-                fields.update(algorithm=v.algorithm, expected=v.expected, actual=v.actual,
+                fields.update(algorithm=v.algorithm, digest=v.actual, expected=v.expected, actual=v.actual,
                               seconds=round(o.seconds, 3))
                 self.log.error("file.mismatch", **fields)
             elif v.status == INCOMPLETE:
@@ -149,8 +149,11 @@ class Daemon:
         self.given_up.discard(key)
         old = folder.manifests.get(m.repo.key)
         folder.set_manifest(m)
-        self.state.set_repo(folder.key, m.repo.key, m.repo.revision, m.commit, self.hub.endpoint,
-                            len(m.entries), result.source)
+        try:
+            self.state.set_repo(folder.key, m.repo.key, m.repo.revision, m.commit, self.hub.endpoint,
+                                len(m.entries), result.source)
+        except StateError as exc:  # status loses this repo's commit until the next write; judging goes on
+            self.log.error("state.failed", error=str(exc))
         if result.error is not None:
             delay = timer.failed(now, result.error.retry_in)
             self.log.warning("manifest.failed", repo=str(rc.ref), error=str(result.error),
@@ -276,13 +279,19 @@ class Daemon:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def _add_folder(self, w: WatchConfig) -> None:
-        folder = WatchedFolder(w)
+        folder = WatchedFolder(w, skip=(self.config.state_dir,))
         self.folders[folder.key] = folder
         for rc in w.repos:
             # a cached manifest makes the folder judgeable at once, even with the Hub down
             hit = None if rc.manifest is not None else self.hub.cached(rc.ref)
             if hit is not None:
-                folder.set_manifest(hit[0])
+                m = hit[0]
+                folder.set_manifest(m)
+                fields: dict[str, Any] = {"repo": str(m.repo), "commit": m.commit or None, "files": len(m.entries),
+                                          "source": "cache"}
+                if m.unsafe:
+                    fields["unsafe"] = m.unsafe
+                self.log.info("manifest.loaded", **fields)
         if not os.path.isdir(folder.root):
             self.log.warning("watch.missing", path=folder.root, error="no such folder yet; watching for it")
         self._check_ready(folder)
@@ -304,7 +313,11 @@ class Daemon:
         except ConfigError as exc:
             self.log.error("config.invalid", error=str(exc), action="keeping the running configuration")
             return
-        self.sink.reopen()
+        self.sink.log_file = new.log_file
+        try:
+            self.sink.reopen()
+        except OSError as exc:  # keep running and logging to stderr; the next SIGHUP may succeed
+            self.log.error("log.failed", path=str(new.log_file), error=exc.strerror or str(exc))
         old = {os.path.abspath(w.path): w for w in self.config.watches}
         fresh = {os.path.abspath(w.path): w for w in new.watches}
         for key in old.keys() - fresh.keys():
@@ -315,8 +328,10 @@ class Daemon:
             if key in old:
                 self._remove_folder(key)
             self._add_folder(w)
-        if new.workers != self.config.workers or new.state_dir != self.config.state_dir:
-            self.log.warning("config.restart_needed", keys="workers, state_dir")
+        stale = [k for k in ("workers", "state_dir", "log_level", "hub")
+                 if getattr(new, k) != getattr(self.config, k)]
+        if stale:
+            self.log.warning("config.restart_needed", keys=stale)
         self.config = new
         self.log.info("config.reloaded", watches=len(self.folders))
 
@@ -432,7 +447,10 @@ class Daemon:
 
 def run_daemon(config: Config) -> int:
     """`hfwatchd --config FILE`: run until SIGTERM or SIGINT."""
-    sink = Sink(config.log_file)
+    try:
+        sink = Sink(config.log_file)
+    except OSError as exc:
+        raise ConfigError(f"log_file: cannot open {config.log_file}: {exc.strerror}") from None
     log = make_logger(sink, config.log_level)
     try:
         daemon = Daemon(config, log=log, sink=sink)

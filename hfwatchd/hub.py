@@ -128,9 +128,9 @@ def read_token_file(path: Path) -> str:
     try:
         token = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise HubError(f"cannot read token_file {path}: {exc.strerror}", permanent=True) from None
+        raise HubError(f"hub.token_file: cannot read {path}: {exc.strerror}", permanent=True) from None
     if not token:
-        raise HubError(f"token_file {path} is empty", permanent=True)
+        raise HubError(f"hub.token_file: {path} is empty", permanent=True)
     return token
 
 

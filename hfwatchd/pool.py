@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .completion import control_file, is_temp_name, placeholder_in_progress
@@ -27,7 +28,7 @@ MAX_ATTEMPTS = 5
 class WatchedFolder:
     """A watch at run time: its config, its current manifests and the index built from them."""
 
-    def __init__(self, config: WatchConfig) -> None:
+    def __init__(self, config: WatchConfig, skip: tuple[Path, ...] = ()) -> None:
         self.config = config
         self.root = os.path.abspath(config.path)
         self.key = self.root
@@ -37,10 +38,9 @@ class WatchedFolder:
         # them would map a file to the wrong repo's entry and keep that verdict
         self.ready = False
         self._lock = threading.Lock()
-        skip = []
-        if config.place_dir is not None:
-            skip.append(os.path.abspath(config.place_dir))
-        self.skip_dirs = tuple(skip)
+        # placement targets and hfwatchd's own state are never judged, even inside a watched folder
+        dirs = [os.path.abspath(d) for d in (*skip, config.place_dir) if d is not None]
+        self.skip_dirs = tuple(dirs)
 
     def set_manifest(self, manifest: Manifest) -> Manifest | None:
         """Use `manifest` for its repo from now on; returns the one it replaces."""

@@ -102,6 +102,7 @@ class TestInvalid:
             ('[[watch]]\npath = "d"\nrepos = ["o/n"]\non_matched = "notify-send"', "watch[0].on_matched"),
             ('[[watch]]\npath = "d"\nrepos = ["o/n", "o/n"]', "watch[0].repos[1]"),
             ("log_level = 'loud'", "log_level"),
+            ('[[watch]]\npath = "d"\nrepos = ["o/n"]\n[[watch]]\npath = "d/sub"\nrepos = ["o/m"]', "watch[1].path"),
             ("", "watch"),
         ],
     )
@@ -124,6 +125,22 @@ class TestInvalid:
             assert r.returncode == 78, r.stderr
             assert "watch[0].workrs" in r.stderr
             assert "Traceback" not in r.stderr
+
+    def test_unusable_log_file_is_a_config_error(self, tmp_path: Path) -> None:
+        """A log_file that cannot be opened (here a directory) is exit 78 naming log_file, not a traceback."""
+        p = write(tmp_path, f'log_file = "{tmp_path}"\n[[watch]]\npath = "d"\nrepos = ["o/n"]\n')
+        for args in (["--config", str(p)], ["check", "--config", str(p)]):
+            r = run_cli(*args)
+            assert r.returncode == 78, r.stderr
+            assert "log_file" in r.stderr and "Traceback" not in r.stderr
+
+    def test_bad_hf_endpoint(self, tmp_path: Path) -> None:
+        """A malformed HF_ENDPOINT is named, exit 78."""
+        import os
+
+        r = run_cli("check", "o/n", str(tmp_path), env=dict(os.environ, HF_ENDPOINT="notaurl"))
+        assert r.returncode == 78
+        assert "HF_ENDPOINT" in r.stderr
 
     def test_missing_config_file(self, tmp_path: Path) -> None:
         """A config path that does not exist is exit 78 with the path named."""

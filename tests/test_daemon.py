@@ -118,6 +118,7 @@ class TestVerdicts:
         write(setup["dir"] / "model.safetensors", b"\x02" * len(FILES["model.safetensors"]))
         rec = d.wait_for("file.mismatch", rfilename="model.safetensors")
         assert rec["expected"] != rec["actual"] and rec["expected_size"] == rec["size"]
+        assert rec["digest"] == rec["actual"] and rec["algorithm"] == "sha256" and len(rec["commit"]) == 40
 
     def test_file_replaced_after_verdict_is_judged_again(self, setup: dict[str, Any], daemon_factory: Start) -> None:
         """A matched file overwritten with other bytes gets a new verdict."""
@@ -208,6 +209,20 @@ class TestFolders:
         d.signal(signal.SIGHUP)
         rec = d.wait_for("config.invalid")
         assert "workers" in rec["error"]
+        write(setup["dir"] / "config.json", FILES["config.json"])
+        d.wait_for("file.matched", rfilename="config.json")
+
+    def test_unwritable_log_file_on_sighup_keeps_running(self, setup: dict[str, Any], daemon_factory: Start) -> None:
+        """If log_file cannot be reopened on SIGHUP, the daemon says so on stderr and keeps judging."""
+        import shutil
+
+        d = daemon_factory(setup["config"])
+        d.wait_for("scan.finished")
+        shutil.rmtree(setup["state"] / "events.jsonl", ignore_errors=True)
+        (setup["state"] / "events.jsonl").unlink()
+        (setup["state"] / "events.jsonl").mkdir()
+        d.signal(signal.SIGHUP)
+        d.wait_for("log.failed")
         write(setup["dir"] / "config.json", FILES["config.json"])
         d.wait_for("file.matched", rfilename="config.json")
 
