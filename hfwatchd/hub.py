@@ -7,7 +7,6 @@ answer from the cache never pays for it.
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import json
 import os
 import re
@@ -55,6 +54,8 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    import email.utils  # only a Retry-After given as a date needs it
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -15,8 +15,6 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, TextIO
 
-import structlog
-
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -46,7 +44,7 @@ class Sink:
         self.stream_level = stream_level
         self._lock = threading.Lock()
         self._file: TextIO | None = None
-        self._renderer = structlog.dev.ConsoleRenderer(colors=True) if self.console else None
+        self._renderer: Any = None
         self.reopen()
 
     def reopen(self) -> None:
@@ -72,6 +70,10 @@ class Sink:
                 with contextlib.suppress(OSError):  # a full disk must not stop verification; stderr has the line
                     self._file.write(line + "\n")
             if level >= self.stream_level:
+                if self.console and self._renderer is None:
+                    import structlog
+
+                    self._renderer = structlog.dev.ConsoleRenderer(colors=True)
                 text = self._renderer(None, "", dict(event_dict)) if self._renderer is not None else line
                 try:
                     self.stream.write(str(text) + "\n")
@@ -100,8 +102,50 @@ def _finish(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> tuple[Any,
     return (ordered,), {}
 
 
+class _LazyLogger:
+    """Builds the structlog logger the first time a line would be written anywhere.
+
+    A `check` that has nothing to say (no log_file, nothing at warning level) never imports
+    structlog: a re-check of an unchanged folder is mostly interpreter start-up, so it counts.
+    """
+
+    def __init__(self, sink: Sink, level: str) -> None:
+        self._sink = sink
+        self._level = level
+        self._min = _LEVELS[level]
+        self._log: Any = None
+
+    def _emit(self, method: str, level: int, event: str, kw: dict[str, Any]) -> None:
+        if level < self._min or (self._sink.log_file is None and level < self._sink.stream_level):
+            return
+        if self._log is None:
+            self._log = _structlog_logger(self._sink, self._level)
+        getattr(self._log, method)(event, **kw)
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._emit("debug", logging.DEBUG, event, kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._emit("info", logging.INFO, event, kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._emit("warning", logging.WARNING, event, kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._emit("error", logging.ERROR, event, kw)
+
+    def exception(self, event: str, **kw: Any) -> None:
+        self._emit("exception", logging.ERROR, event, kw)
+
+
 def make_logger(sink: Sink, level: str = "info") -> Any:
-    """A structlog bound logger writing canonical JSON lines to `sink`."""
+    """A logger writing canonical JSON lines to `sink` through structlog."""
+    return _LazyLogger(sink, level)
+
+
+def _structlog_logger(sink: Sink, level: str) -> Any:
+    import structlog
+
     return structlog.wrap_logger(
         _SinkLogger(sink),
         processors=[
