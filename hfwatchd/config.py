@@ -36,12 +36,15 @@ def parse_duration(value: Any, key: str) -> float:
     """Seconds from `"30s"`, `"10m"`, `"1h"`, `"1d"` or a number of seconds."""
     if isinstance(value, bool):
         raise ConfigError(f'{key}: expected a duration like "30s", "10m", "1h" or seconds, got {value!r}')
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m[1]) * _UNITS[m[2]]
-    else:
-        raise ConfigError(f'{key}: expected a duration like "30s", "10m", "1h" or seconds, got {value!r}')
+    try:
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
+            seconds = float(m[1]) * _UNITS[m[2]]
+        else:
+            raise ConfigError(f'{key}: expected a duration like "30s", "10m", "1h" or seconds, got {value!r}')
+    except OverflowError:
+        seconds = float("inf")
     if not (0 < seconds < 10 * 365 * 86400):
         raise ConfigError(f"{key}: must be positive and under ten years, got {value!r}")
     return seconds

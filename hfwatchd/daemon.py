@@ -82,6 +82,8 @@ class Daemon:
         self._fetch_q: queue.SimpleQueue[_Fetch | None] = queue.SimpleQueue()
         self._scan_q: queue.SimpleQueue[tuple[str, str | None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._scan_lock = threading.Lock()
+        self._scans_waiting: set[str] = set()
         self._overflow = OverflowDetector(lambda: self.control.put(("overflow",)))
         self.hooks = HookRunner(log)
         self.actions = Actions(self.state, log, self.hooks)
@@ -175,7 +177,7 @@ class Daemon:
         was_ready = folder.ready
         self._check_ready(folder)
         if was_ready and changed:
-            self._scan_q.put((folder.key, None))  # files judged against the old commit are judged again
+            self._full_scan(folder.key)  # files judged against the old commit are judged again
 
     def _check_ready(self, folder: WatchedFolder) -> None:
         if folder.ready:
@@ -183,7 +185,7 @@ class Daemon:
         if all(rc.ref.key in folder.manifests or (folder.key, rc.ref.key) in self.given_up
                for rc in folder.config.repos):
             folder.ready = True
-            self._scan_q.put((folder.key, None))
+            self._full_scan(folder.key)
 
     def _request_manifests(self, folder: WatchedFolder, *, refresh: bool = False) -> None:
         for rc in folder.config.repos:
@@ -191,12 +193,23 @@ class Daemon:
 
     # --- scanning ------------------------------------------------------------------------------
 
+    def _full_scan(self, key: str) -> None:
+        """Queue a full pass over a folder, unless one is already waiting (overflows come in bursts)."""
+        with self._scan_lock:
+            if key in self._scans_waiting:
+                return
+            self._scans_waiting.add(key)
+        self._scan_q.put((key, None))
+
     def _scan_loop(self) -> None:
         while True:
             item = self._scan_q.get()
             if item is None:
                 return
             folder_key, sub = item
+            if sub is None:
+                with self._scan_lock:
+                    self._scans_waiting.discard(folder_key)
             folder = self.folders.get(folder_key)
             if folder is None or not folder.ready or self.stop_event.is_set():
                 continue
@@ -259,7 +272,7 @@ class Daemon:
             return
         self.log.info("watch.started", path=folder.root, poll=folder.config.poll)
         if folder.ready:
-            self._scan_q.put((folder.key, None))  # whatever landed while nothing watched
+            self._full_scan(folder.key)  # whatever landed while nothing watched
 
     def _health(self) -> None:
         for key, folder in list(self.folders.items()):
@@ -400,7 +413,7 @@ class Daemon:
                 elif kind == "overflow":
                     self.log.warning("watch.overflow", action="rescanning every folder")
                     for f in self.folders.values():
-                        self._scan_q.put((f.key, None))
+                        self._full_scan(f.key)
             now = time.monotonic()
             for (folder_key, repo_key), timer in list(self.timers.items()):
                 if timer.at <= now:
@@ -414,7 +427,7 @@ class Daemon:
             if now >= next_rescan:
                 next_rescan = now + self.config.rescan_interval
                 for f in self.folders.values():
-                    self._scan_q.put((f.key, None))
+                    self._full_scan(f.key)
             if now >= next_health:
                 next_health = now + HEALTH_INTERVAL
                 self._health()

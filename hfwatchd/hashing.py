@@ -50,6 +50,9 @@ def git_blob_header(size: int) -> bytes:
 
 def open_regular(path: str | bytes) -> tuple[int, os.stat_result]:
     """Open `path` for reading without following a final symlink and without blocking on a FIFO."""
+    if not stat.S_ISREG(os.lstat(path).st_mode):
+        # checked before open: opening a FIFO or a device has effects (a FIFO writer unblocks, a tape rewinds)
+        raise NotRegularFile(f"not a regular file: {os.fsdecode(path)!r}")
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags)
     try:

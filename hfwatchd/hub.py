@@ -184,7 +184,7 @@ class Hub:
     def cached(self, ref: RepoRef) -> tuple[Manifest, float] | None:
         """The last manifest resolved for this repo and revision, and when it was resolved."""
         commit, resolved_at = ref.revision, 0.0
-        if not _HEX40.match(ref.revision):
+        if not _HEX40.fullmatch(ref.revision):
             try:
                 info = json.loads(self._ref_path(ref).read_text(encoding="utf-8"))
                 commit, resolved_at = str(info["commit"]), float(info["resolved_at"])
@@ -272,11 +272,11 @@ class Hub:
         api = self._hf()
         try:
             commit = ref.revision
-            if not _HEX40.match(commit):
+            if not _HEX40.fullmatch(commit):
                 info = api.repo_info(ref.repo_id, repo_type=ref.repo_type, revision=ref.revision,
                                      timeout=self.timeout)
                 commit = str(info.sha)
-                if not _HEX40.match(commit):
+                if not _HEX40.fullmatch(commit):
                     raise ValueError(f"commit {commit!r} is not a 40-hex sha")  # noqa: TRY301 - translated below
                 hit = self.cached(RepoRef(ref.repo_type, ref.repo_id, commit))
                 if hit is not None:
@@ -314,7 +314,7 @@ class Hub:
                 raise HubError(str(exc), permanent=True) from None
             return Loaded(m, "file")
         hit = self.cached(ref)
-        if hit is not None and not refresh and (_HEX40.match(ref.revision) or time.time() - hit[1] < self.ttl):
+        if hit is not None and not refresh and (_HEX40.fullmatch(ref.revision) or time.time() - hit[1] < self.ttl):
             return Loaded(hit[0], "cache", fetched_at=hit[1])
         try:
             m = self.fetch(ref)

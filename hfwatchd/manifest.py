@@ -62,7 +62,7 @@ class RepoRef:
                 f"{spec!r} is not a repo: write org/name, datasets/org/name or spaces/org/name, optionally @revision"
             )
         for part in parts:
-            if not _NAME_RE.match(part) or "--" in part or ".." in part:
+            if not _NAME_RE.fullmatch(part) or "--" in part or ".." in part:
                 raise SpecError(f"{spec!r}: {part!r} is not a valid repo or organisation name")
         return cls(repo_type, "/".join(parts), revision)
 
@@ -157,16 +157,16 @@ def parse_manifest_document(doc: Any, repo: RepoRef, *, where: str) -> tuple[str
             size, sha, blob = meta.get("size"), meta.get("sha256"), meta.get("blob_id")
             if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
                 raise SpecError(f"{where}: files[{path!r}].size must be a non-negative integer")
-            if sha is not None and (not isinstance(sha, str) or not _HEX64.match(sha)):
+            if sha is not None and (not isinstance(sha, str) or not _HEX64.fullmatch(sha)):
                 raise SpecError(f"{where}: files[{path!r}].sha256 must be 64 lowercase hex digits")
-            if blob is not None and (not isinstance(blob, str) or not _HEX40.match(blob)):
+            if blob is not None and (not isinstance(blob, str) or not _HEX40.fullmatch(blob)):
                 raise SpecError(f"{where}: files[{path!r}].blob_id must be 40 lowercase hex digits")
             if sha is None and blob is None:
                 raise SpecError(f"{where}: files[{path!r}] has neither sha256 nor blob_id")
             entries[path] = ManifestEntry(path, size, sha, blob)
         return commit, entries
     for path, sha in doc.items():
-        if not isinstance(path, str) or not isinstance(sha, str) or not _HEX64.match(sha.lower()):
+        if not isinstance(path, str) or not isinstance(sha, str) or not _HEX64.fullmatch(sha.lower()):
             raise SpecError(f"{where}: {path!r}: a seed manifest maps each path to a 64-hex sha256")
         entries[path] = ManifestEntry(path, None, sha.lower(), None)
     return "", entries
@@ -175,7 +175,7 @@ def parse_manifest_document(doc: Any, repo: RepoRef, *, where: str) -> tuple[str
 def load_manifest_text(text: str, repo: RepoRef, *, where: str) -> Manifest:
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, and integers past Python's digit limit
         raise SpecError(f"{where}: not valid JSON ({exc})") from exc
     commit, entries = parse_manifest_document(doc, repo, where=where)
     return Manifest(repo, commit, entries, source="file")

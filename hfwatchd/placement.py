@@ -123,7 +123,7 @@ def place_file(
             f" a NUL or a backslash; {untouched}"
         )
     etag = etag_of(entry)
-    if etag is None or not (_HEX40.match(etag) or _HEX64.match(etag)):
+    if etag is None or not (_HEX40.fullmatch(etag) or _HEX64.fullmatch(etag)):
         raise PlaceError(f"{entry.rfilename}: the manifest has no usable sha256 or git blob id; {untouched}")
     if place == "local-dir":
         if place_dir is None:
@@ -132,7 +132,7 @@ def place_file(
         target = root.joinpath(*entry.rfilename.split("/"))
     else:
         root = Path(os.path.abspath(os.path.expanduser(place_dir if place_dir is not None else default_hf_cache())))
-        if not _HEX40.match(commit):
+        if not _HEX40.fullmatch(commit):
             raise PlaceError(
                 f"hf-cache placement needs the 40-hex commit the file was verified at, not {commit!r}"
                 f" (an offline manifest without a commit can only be placed with place = 'local-dir'); {untouched}"
@@ -189,7 +189,7 @@ def _place_hf_cache(job: _Job, root: Path, repo: RepoRef, commit: str, entry: Ma
     parts = entry.rfilename.split("/")
     name = parts[-1]
     revision = repo.revision
-    write_ref = revision != commit and not _HEX40.match(revision)
+    write_ref = revision != commit and not _HEX40.fullmatch(revision)
     if write_ref and not is_safe_path(revision):
         raise PlaceError(f"revision {revision!r} cannot be written under refs/; {job.source} is untouched",
                          target=job.target)

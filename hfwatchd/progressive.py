@@ -114,6 +114,8 @@ class Tracker:
             if len(self._files) >= self.max_files:
                 return
         try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return  # FIFOs, devices, sockets and symlinks are never opened
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             return
