@@ -83,6 +83,7 @@ class Daemon:
         self._scan_q: queue.SimpleQueue[tuple[str, str | None] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._scan_lock = threading.Lock()
+        self._watch_errors: dict[str, str | None] = {}
         self._scans_waiting: set[str] = set()
         self._overflow = OverflowDetector(lambda: self.control.put(("overflow",)))
         self.hooks = HookRunner(log)
@@ -268,8 +269,12 @@ class Daemon:
         try:
             self.observers[folder.key] = start_observer(folder.root, handler, poll=folder.config.poll)
         except WatchError as exc:
-            self.log.error("watch.failed", path=folder.root, error=exc.strerror)
+            # retried at every health check; said once, not every five seconds
+            if self._watch_errors.get(folder.key) != exc.strerror:
+                self._watch_errors[folder.key] = exc.strerror
+                self.log.error("watch.failed", path=folder.root, error=exc.strerror, retry_in=HEALTH_INTERVAL)
             return
+        self._watch_errors.pop(folder.key, None)
         self.log.info("watch.started", path=folder.root, poll=folder.config.poll)
         if folder.ready:
             self._full_scan(folder.key)  # whatever landed while nothing watched

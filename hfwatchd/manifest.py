@@ -57,7 +57,8 @@ class RepoRef:
         if parts[0] in ("datasets", "spaces", "models"):
             repo_type = {"datasets": "dataset", "spaces": "space", "models": "model"}[parts[0]]
             parts = parts[1:]
-        if len(parts) not in (1, 2) or (len(parts) == 1 and repo_type != "model"):
+        if (len(parts) not in (1, 2) or (len(parts) == 1 and repo_type != "model")
+                or (len(parts) == 1 and parts[0] in ("datasets", "spaces", "models"))):
             raise SpecError(
                 f"{spec!r} is not a repo: write org/name, datasets/org/name or spaces/org/name, optionally @revision"
             )

@@ -278,8 +278,8 @@ class TestHub:
         write(watched / "config.json", FILES["config.json"])
         write(watched / "model.safetensors", FILES["model.safetensors"])
         d = daemon_factory(cfg)
-        d.wait_for("file.matched", rfilename="config.json", commit=first)
-        d.wait_for("file.matched", rfilename="model.safetensors", commit=first)
+        judged = {d.wait_for("file.matched", commit=first)["rfilename"] for _ in range(2)}
+        assert judged == {"config.json", "model.safetensors"}
         second = fake_hub.add_repo(REPO, {**FILES, "config.json": b'{"architectures": ["Gpt"]}\n'})
         rec = d.wait_for("manifest.loaded", commit=second, timeout=30)
         assert rec["previous_commit"] == first

@@ -58,7 +58,7 @@ class TestRepoRef:
     @pytest.mark.parametrize(
         "spec",
         ["", "datasets/", "datasets/name", "a/b/c", "org/na me", "org/..", "org/a--b", "org/name@", "/", "@main",
-         "org/name@a b", "org/-x"],
+         "org/name@a b", "org/-x", "models/datasets", "spaces"],
     )
     def test_refuses_malformed_specs(self, spec: str) -> None:
         """A malformed spec is refused with a message, never half-parsed."""
