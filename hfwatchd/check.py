@@ -146,9 +146,11 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
     outcomes: list[Outcome] = []
     lock = threading.Lock()
 
-    from .actions import Actions
+    place = None
+    if any(w.place != "none" for w in config.watches):
+        from .actions import Actions  # placement code is imported only by a run that places
 
-    place = Actions(state, log) if any(w.place != "none" for w in config.watches) else None
+        place = Actions(state, log)
 
     def collect(o: Outcome) -> None:
         moved = place(o) if place is not None else None

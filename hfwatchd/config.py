@@ -13,11 +13,6 @@ from typing import Any
 
 from .manifest import RepoRef, SpecError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on 3.10
-    import tomli as tomllib
-
 LOG_LEVELS = ("debug", "info", "warning", "error")
 PLACES = ("none", "hf-cache", "local-dir")
 PLACE_MODES = ("link", "copy", "move")
@@ -330,6 +325,10 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: no such config file (start from config.example.toml)") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised only on 3.10
+        import tomli as tomllib
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
