@@ -406,6 +406,7 @@ def bulk(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
             Tool("first", "hfwatchd check (fresh state)"),
             Tool("fixed", "hfwatchd check, fixed cost (config.json only)"),
             Tool("second", "hfwatchd check again (same state)"),
+            Tool("seedfile", "hfwatchd check, manifest = the script's seed file"),
             Tool("two", "two-thread hashlib.file_digest script"),
             Tool("seed", "single-thread 50 MB-read loop (seed)"),
             Tool("sha256sum", "sha256sum --check"),
@@ -427,6 +428,14 @@ def bulk(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
                             {**env, "XDG_STATE_HOME": str(scratch / "state")})
             return [("fixed", run, run.returncode == 2)]  # 2: the shards are missing, config.json matched
 
+        def run_seedfile(scratch: Path) -> StepResult:
+            # the same inputs as the two-thread script: a manifest file, no Hub, fresh state
+            cfg = scratch / "seedfile.toml"
+            cfg.write_text(f'state_dir = "{scratch / "state"}"\n[[watch]]\npath = "{data_dir}"\n'
+                           f'repos = [{{ repo = "{REPO}", manifest = "{seed}" }}]\n', encoding="utf-8")
+            run = run_timed([hfwatchd, "check", "--config", str(cfg), "--no-progress"], env)
+            return [("seedfile", run, run.returncode == 0)]
+
         def run_script(key: str, script: str) -> StepResult:
             run = run_timed([sys.executable, "-c", script, str(seed), str(data_dir)], env)
             return [(key, run, run.returncode == 0)]
@@ -444,6 +453,7 @@ def bulk(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
             ("ceiling", run_ceiling),
             ("hfwatchd check x2", run_hfwatchd),
             ("hfwatchd fixed cost", run_fixed),
+            ("hfwatchd check, seed file", run_seedfile),
             ("two-thread script", lambda _: run_script("two", TWO_THREAD_SCRIPT)),
             ("seed loop", lambda _: run_script("seed", SEED_LOOP_SCRIPT)),
             ("sha256sum", run_sha256sum),
@@ -531,6 +541,7 @@ def report_bulk(tools: dict[str, Tool], total: int, threads: int, info: dict[str
     targets = [
         ("hfwatchd check vs hf cache verify (speed-up)", ratio(med["hf"], first), ">=", 1.5, "x"),
         ("hfwatchd check vs two-thread script (speed-up)", ratio(med["two"], first), ">=", 1.0, "x"),
+        ("  same, both from the seed file (speed-up)", ratio(med["two"], med["seedfile"]), ">=", 1.0, "x"),
         ("hfwatchd net hashing / ceiling", ratio(med["ceiling"], net), ">=", 0.9, ""),
         ("second check / first check", ratio(second, first), "<", 0.10, ""),
         ("hfwatchd check peak RSS (MiB)", rss_first, "<", 100.0, ""),
