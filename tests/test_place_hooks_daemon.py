@@ -91,6 +91,55 @@ class TestHfCache:
         assert "config.json" not in todo and "model.safetensors" in todo
 
 
+TRANSFORMERS = """
+import sys
+from transformers import AutoConfig, AutoTokenizer
+cache = sys.argv[1]
+config = AutoConfig.from_pretrained("org/bert-tiny", cache_dir=cache, local_files_only=True)
+tokenizer = AutoTokenizer.from_pretrained("org/bert-tiny", cache_dir=cache, local_files_only=True)
+print(config.model_type, tokenizer("hello world")["input_ids"])
+"""
+
+
+def tiny_bert() -> dict[str, bytes]:
+    """config.json and a WordLevel tokenizer, enough for transformers' Auto classes without torch."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "[PAD]": 1, "hello": 2, "world": 3}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    config = {"model_type": "bert", "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
+              "intermediate_size": 16, "vocab_size": 4}
+    return {
+        "config.json": json.dumps(config).encode(),
+        "tokenizer.json": tok.to_str().encode(),
+        "tokenizer_config.json": json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "unk_token": "[UNK]",
+                                             "pad_token": "[PAD]"}).encode(),
+    }
+
+
+class TestTransformers:
+    def test_from_pretrained_offline(self, tmp_path: Path, fake_hub: FakeHub, daemon_factory) -> None:
+        """Files downloaded by hand and placed by the daemon load with transformers' from_pretrained offline."""
+        files = tiny_bert()
+        fake_hub.add_repo("org/bert-tiny", files)
+        dl, cache = tmp_path / "dl", tmp_path / "cache"
+        dl.mkdir()
+        cfg = write_config(tmp_path / "c.toml", hub=fake_hub, state_dir=tmp_path / "state", rescan_interval="1h",
+                           watches=[{"path": dl, "repos": ["org/bert-tiny"], "place": "hf-cache",
+                                     "place_dir": cache}])
+        d = daemon_factory(cfg)
+        d.wait_for("scan.finished")
+        for name, data in files.items():
+            drop(dl, name, data)
+        assert set(placed_all(d, len(files))) == set(files)
+        r = subprocess.run([sys.executable, "-c", TRANSFORMERS, str(cache)], capture_output=True, text=True,
+                           env=dict(os.environ, HF_HUB_OFFLINE="1"), check=False)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split(None, 1) == ["bert", "[2, 3]\n"]
+
+
 class TestLocalDir:
     def test_hf_download_finds_nothing_to_do(self, tmp_path: Path, fake_hub: FakeHub, daemon_factory) -> None:
         """After placement into a local dir, `hf download --local-dir` at the same commit downloads nothing."""
