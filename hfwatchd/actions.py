@@ -60,7 +60,8 @@ class Actions:
             try:
                 sig = Signature.of(os.stat(real))
                 # written whole at the new path (the source's deletion event may already have dropped its row)
-                self.state.record(o.job.folder.key, os.fsencode(real), sig, dataclasses.replace(v, path=real))
+                self.state.record(o.job.folder.key, os.fsencode(real), sig, dataclasses.replace(v, path=real),
+                                  logged=True)
                 self.state.forget(os.fsencode(v.path))
             except (OSError, StateError) as exc:
                 self.log.warning("state.failed", path=real, error=str(exc))

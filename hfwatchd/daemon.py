@@ -21,7 +21,7 @@ from .config import Config, ConfigError, RepoConfig, WatchConfig, load_config
 from .hooks import HookRunner
 from .hub import Hub, HubError, Loaded
 from .logs import Sink, make_logger
-from .manifest import INCOMPLETE, MATCHED, MISMATCH, UNKNOWN
+from .manifest import INCOMPLETE, MATCHED, MISMATCH, UNKNOWN, Verdict
 from .notify import Notifier
 from .pool import DAEMON, Job, Outcome, Pool, WatchedFolder, triage, walk
 from .progressive import Tracker
@@ -94,28 +94,49 @@ class Daemon:
 
     def _report(self, o: Outcome) -> None:
         """Log one canonical line per verdict (already durable in state), then run the follow-ups."""
+        if not o.repeated:
+            self._log_verdict(o.verdict, seconds=o.seconds, head_start=o.head_start)
+        self.state.mark_logged(os.fsencode(o.verdict.path))
         if o.repeated:
             return
-        v = o.verdict
+        self.verdicts += 1
+        self.actions(o)
+
+    def _replay(self) -> None:
+        """Log the verdicts a killed run committed but did not live to log: an alarm is never lost."""
+        try:
+            rows = self.state.unlogged()
+            for row in rows:
+                v = Verdict(row.status, os.fsdecode(row.path), row.signature.size if row.signature else 0,
+                            row.repo, row.revision, row.rfilename, row.commit, row.expected_size, row.algorithm,
+                            row.expected, row.digest)
+                self._log_verdict(v, replayed=True)
+                self.state.mark_logged(row.path)
+            self.state.flush()
+        except StateError as exc:
+            self.log.error("state.failed", error=str(exc))
+
+    def _log_verdict(self, v: Verdict, *, seconds: float | None = None, head_start: int = 0,
+                     replayed: bool = False) -> None:
         fields: dict[str, Any] = {"path": v.path, "size": v.size}
+        if replayed:
+            fields["replayed"] = True
         if v.status == UNKNOWN:
             self.log.warning("file.unknown", **fields)
         else:
             fields.update(repo=v.repo, rfilename=v.rfilename, commit=v.commit, expected_size=v.expected_size,
                           matched_by=v.matched_by)
+            timing = {"seconds": round(seconds, 3)} if seconds is not None else {}
             if v.status == MATCHED:
-                fields.update(algorithm=v.algorithm, digest=v.actual, seconds=round(o.seconds, 3))
-                if o.head_start:
-                    fields["progressive_bytes"] = o.head_start
+                fields.update(algorithm=v.algorithm, digest=v.actual, **timing)
+                if head_start:
+                    fields["progressive_bytes"] = head_start
                 self.log.info("file.matched", **fields)
             elif v.status == MISMATCH:
-                fields.update(algorithm=v.algorithm, digest=v.actual, expected=v.expected, actual=v.actual,
-                              seconds=round(o.seconds, 3))
+                fields.update(algorithm=v.algorithm, digest=v.actual, expected=v.expected, actual=v.actual, **timing)
                 self.log.error("file.mismatch", **fields)
             elif v.status == INCOMPLETE:
                 self.log.warning("file.incomplete", **fields)
-        self.verdicts += 1
-        self.actions(o)
 
     # --- manifests -----------------------------------------------------------------------------
 
@@ -389,6 +410,7 @@ class Daemon:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        self._replay()
         self.pool.start()
         self.tracker.start()
         for w in self.config.watches:

@@ -291,7 +291,7 @@ class Pool:
             if v.rfilename is not None:
                 v = Verdict(INCOMPLETE, path, sig.size, v.repo, v.revision, v.rfilename, v.commit,
                             v.expected_size, v.algorithm, v.expected, None, v.matched_by)
-                self.state.record(folder.key, key, None, v)
+                self.state.record(folder.key, key, None, v, logged=self.mode == CHECK)
                 self._emit(Outcome(job, v, None, 0.0, previous))
             return
 
@@ -334,7 +334,7 @@ class Pool:
                 return
         v = decide(plan, path, sig.size, digests)
         seconds = time.monotonic() - started
-        self.state.record(folder.key, key, sig, v)
+        self.state.record(folder.key, key, sig, v, logged=self.mode == CHECK)
         self._emit(Outcome(job, v, sig, seconds, previous, head_start))
 
     def _prehash(self, job: Job, buf: bytearray) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -24,7 +25,8 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL,
     repo TEXT, revision TEXT, rfilename TEXT, commit_sha TEXT,
     algorithm TEXT, digest TEXT, expected TEXT, expected_size INTEGER,
-    judged_at REAL
+    judged_at REAL,
+    logged INTEGER NOT NULL DEFAULT 1  -- 0 from the commit of a verdict until its log line is written
 );
 CREATE INDEX IF NOT EXISTS files_watch ON files (watch, status);
 CREATE TABLE IF NOT EXISTS repos (
@@ -91,6 +93,7 @@ class State:
     def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
         self.path = state_dir / "state.sqlite3"
         self._lock = threading.Lock()
+        self._logged: list[bytes] = []
         try:
             if not readonly:
                 state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -103,6 +106,9 @@ class State:
                 # a power cut may roll back the last ones, which are then judged again, never wrongly.
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
+                columns = {r[1] for r in self._db.execute("PRAGMA table_info(files)")}
+                if "logged" not in columns:  # a database from before verdicts were replayed
+                    self._db.execute("ALTER TABLE files ADD COLUMN logged INTEGER NOT NULL DEFAULT 1")
                 self._db.execute(
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
                 )
@@ -113,7 +119,32 @@ class State:
 
     def close(self) -> None:
         with self._lock:
+            with contextlib.suppress(sqlite3.Error):  # best effort: an unmarked line is only logged twice
+                self._flush_logged()
             self._db.close()
+
+    def mark_logged(self, path: bytes) -> None:
+        """The verdict of `path` is in the log now. No I/O: written with the next verdict, in its transaction."""
+        with self._lock:
+            self._logged.append(path)
+
+    def _flush_logged(self) -> None:
+        if self._logged:
+            self._db.executemany("UPDATE files SET logged = 1 WHERE path = ?", [(p,) for p in self._logged])
+            self._logged.clear()
+
+    def flush(self) -> None:
+        """Write the pending `mark_logged` marks now."""
+        with self._lock:
+            try:
+                self._flush_logged()
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot write state database {self.path}: {exc}") from None
+
+    def unlogged(self) -> list[FileRow]:
+        """Verdicts committed by a run that died before logging them (kill -9 between the two)."""
+        rows = self._read(f"SELECT {_COLUMNS} FROM files WHERE logged = 0 AND status != ?", (PENDING,))
+        return [_row(r) for r in rows]
 
     def _write(self, sql: str, params: tuple[object, ...] | list[tuple[object, ...]], many: bool = False) -> None:
         with self._lock:
@@ -168,14 +199,27 @@ class State:
         rows = self._read("SELECT status, COUNT(*) FROM files WHERE watch = ? GROUP BY status", (watch,))
         return {str(s): int(n) for s, n in rows}  # type: ignore[call-overload]
 
-    def record(self, watch: str, path: bytes, sig: Signature | None, v: Verdict) -> None:
-        """Store a verdict durably before it is logged; without a signature it is judged again next time."""
+    def record(self, watch: str, path: bytes, sig: Signature | None, v: Verdict, *, logged: bool = False) -> None:
+        """Store a verdict durably before it is logged; without a signature it is judged again next time.
+
+        `logged=False` leaves the row to be replayed at the next start if this process dies before
+        its log line is written and `mark_logged` reaches the database.
+        """
         dev, ino, size, mtime_ns = (sig.dev, sig.ino, sig.size, sig.mtime_ns) if sig else (None, None, v.size, None)
-        self._write(
-            f"INSERT OR REPLACE INTO files ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (path, watch, dev, ino, size, mtime_ns, v.status, v.repo, v.revision, v.rfilename,
-             v.commit, v.algorithm, v.actual, v.expected, v.expected_size, time.time()),
-        )
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                self._flush_logged()
+                self._db.execute(
+                    f"INSERT OR REPLACE INTO files ({_COLUMNS}, logged) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (path, watch, dev, ino, size, mtime_ns, v.status, v.repo, v.revision, v.rfilename,
+                     v.commit, v.algorithm, v.actual, v.expected, v.expected_size, time.time(), int(logged)),
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StateError(f"cannot write state database {self.path}: {exc}") from None
 
     def mark_pending(self, watch: str, path: bytes) -> None:
         """Remember a file is being judged, so a crash leaves it to resume, not forgotten."""

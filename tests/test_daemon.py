@@ -162,6 +162,31 @@ class TestVerdicts:
         assert not [x for x in verdicts(lines) if x.get("rfilename") == "config.json"]
 
 
+    def test_verdict_committed_but_not_logged_is_replayed(self, setup: dict[str, Any],
+                                                          daemon_factory: Start) -> None:
+        """A verdict stored by a run killed before its log line is logged at the next start, marked replayed."""
+        import sqlite3
+
+        d = daemon_factory(setup["config"])
+        d.wait_for("scan.finished")
+        write(setup["dir"] / "model.safetensors", b"\x02" * len(FILES["model.safetensors"]))
+        d.wait_for("file.mismatch", rfilename="model.safetensors")
+        d.kill()
+        # the state a kill -9 between the commit and the log line leaves behind
+        db = sqlite3.connect(setup["state"] / "state.sqlite3")
+        with db:
+            db.execute("UPDATE files SET logged = 0")
+        db.close()
+        d2 = daemon_factory(setup["config"], ready=False)
+        rec = d2.wait_for("file.mismatch", rfilename="model.safetensors")
+        assert rec["replayed"] is True and rec["expected"] != rec["actual"]
+        d2.wait_for("daemon.ready")
+        d2.stop()
+        d3 = daemon_factory(setup["config"])
+        d3.wait_for("scan.finished")
+        assert not [x for x in d3.seen if x.get("replayed")]
+
+
 class TestFolders:
     def test_folder_created_later(self, tmp_path: Path, fake_hub: FakeHub, daemon_factory: Start) -> None:
         """A watched folder that does not exist yet is reported, then watched once it appears."""
