@@ -263,6 +263,36 @@ class TestFolders:
         assert "file.matched" in log.read_text()
 
 
+class TestPolling:
+    def test_poll_watch_judges_files(self, tmp_path: Path, fake_hub: FakeHub, daemon_factory: Start) -> None:
+        """poll = true (NFS/SMB, where inotify sees nothing) still judges a new file, by periodic polling."""
+        fake_hub.add_repo(REPO, FILES)
+        watched = tmp_path / "nfs"
+        watched.mkdir()
+        cfg = write_config(tmp_path / "c.toml", hub=fake_hub, watches=[{"path": watched, "repos": [REPO],
+                                                                         "poll": True}],
+                           state_dir=tmp_path / "state", rescan_interval="1h")
+        d = daemon_factory(cfg, ready=False)
+        d.wait_for("watch.started", poll=True)
+        d.wait_for("scan.finished")
+        write(watched / "config.json", FILES["config.json"])
+        d.wait_for("file.matched", rfilename="config.json", timeout=30)
+
+
+class TestSystemdUnit:
+    def test_unit_settings(self) -> None:
+        """The user unit is Type=notify, restarts on failure but not on a bad config (78), and runs at low priority."""
+        unit = (Path(__file__).resolve().parent.parent / "systemd" / "hfwatchd.service").read_text()
+        lines = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in unit.splitlines()
+                 if "=" in line and not line.startswith("#")}
+        assert lines["Type"] == "notify"
+        assert lines["Restart"] == "on-failure"
+        assert lines["RestartPreventExitStatus"] == "78"
+        assert int(lines["Nice"]) > 0 and lines["IOSchedulingClass"] == "idle"
+        assert lines["ExecStart"].split()[1:] == ["--config", "%h/.config/hfwatchd/config.toml"]
+        assert lines["WantedBy"] == "default.target" and "After" not in lines  # no ordering cycle
+
+
 class TestHub:
     def test_hub_down_at_start_then_back(self, setup: dict[str, Any], daemon_factory: Start) -> None:
         """With the Hub failing and nothing cached, the daemon keeps watching, backs off and judges once it is back."""
