@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Union
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from .hashing import GIT_SHA1, SHA256
 
@@ -189,8 +189,7 @@ _DUP_TRAIL = re.compile(r"^(?P<name>.+)\.(?P<n>\d+)$")  # wget: X.1
 _DUP_MID = re.compile(r"^(?P<stem>.+)\.(?P<n>\d+)(?P<ext>\.[^./]+)$")  # aria2: X.1.ext
 
 
-def original_names(name: str) -> list[str]:
-    """Names a downloader may have started from before adding a duplicate suffix, most likely first."""
+def _dup_stripped(name: str) -> list[str]:
     out: list[str] = []
     m = _DUP_PAREN.match(name)
     if m:
@@ -201,6 +200,26 @@ def original_names(name: str) -> list[str]:
     m3 = _DUP_MID.match(name)
     if m3:
         out.append(m3["stem"] + m3["ext"])
+    return out
+
+
+def original_names(name: str) -> list[str]:
+    """Names a downloader may have started from, most likely first.
+
+    Duplicate suffixes (`X (1).ext`, `X(1).ext`, `X.1`, `X.1.ext`), and what wget and `curl -O`
+    keep from a URL: a query (`X?download=true`, as the Hub's browser links carry) and
+    percent-escapes (`test%201.parquet`).
+    """
+    bases = [name]
+    if "?" in name:
+        bases.append(name.split("?", 1)[0])
+    for b in list(bases):
+        if "%" in b:
+            bases.append(unquote(b))
+    out: list[str] = []
+    for b in bases:
+        out.append(b)
+        out.extend(_dup_stripped(b))
     return [n for n in dict.fromkeys(out) if n and n != name]
 
 

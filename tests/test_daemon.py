@@ -120,6 +120,25 @@ class TestVerdicts:
         assert rec["expected"] != rec["actual"] and rec["expected_size"] == rec["size"]
         assert rec["digest"] == rec["actual"] and rec["algorithm"] == "sha256" and len(rec["commit"]) == 40
 
+    def test_browser_link_name_from_wget(self, setup: dict[str, Any], daemon_factory: Start) -> None:
+        """wget of a Hub browser link saves `X?download=true`; a corrupt one is still a mismatch of X, not unknown."""
+        import shutil
+        import subprocess
+
+        wget = shutil.which("wget")
+        if wget is None:
+            pytest.fail("wget is missing: apt-get install wget")
+        hub: FakeHub = setup["hub"]
+        size = len(FILES["model.safetensors"])
+        hub.corrupt(REPO, "model.safetensors", b"\x03" * size)
+        d = daemon_factory(setup["config"])
+        d.wait_for("scan.finished")
+        url = hub.resolve_url(REPO, "model.safetensors") + "?download=true"
+        subprocess.run([wget, "-q", url], cwd=setup["dir"], check=True, timeout=60)
+        assert (setup["dir"] / "model.safetensors?download=true").exists()
+        rec = d.wait_for("file.mismatch", rfilename="model.safetensors")
+        assert rec["matched_by"] == "name" and rec["path"].endswith("?download=true")
+
     def test_file_replaced_after_verdict_is_judged_again(self, setup: dict[str, Any], daemon_factory: Start) -> None:
         """A matched file overwritten with other bytes gets a new verdict."""
         d = daemon_factory(setup["config"])

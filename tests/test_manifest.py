@@ -81,6 +81,9 @@ class TestNames:
             ("config.json.1", "config.json"),
             ("train-00003-of-00032.1.parquet", "train-00003-of-00032.parquet"),
             ("tokenizer (12).json", "tokenizer.json"),
+            ("model.safetensors?download=true", "model.safetensors"),
+            ("test%201.parquet", "test 1.parquet"),
+            ("model.safetensors?download=true.1", "model.safetensors"),
         ],
     )
     def test_duplicate_suffixes_are_stripped(self, name: str, original: str) -> None:
