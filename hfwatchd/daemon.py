@@ -286,6 +286,7 @@ class Daemon:
             lambda p, k=folder.key: self._scan_q.put((k, p)),  # type: ignore[misc]
             polling=folder.config.poll,
             created=self.tracker.watch,
+            arrived=lambda p, f=folder: self.pool.submit(Job(f, p, "created")),  # type: ignore[misc]
         )
         try:
             self.observers[folder.key] = start_observer(folder.root, handler, poll=folder.config.poll)

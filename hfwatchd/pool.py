@@ -19,8 +19,11 @@ from .manifest import INCOMPLETE, MISMATCH, PENDING, UNKNOWN, Index, Manifest, P
 from .progressive import Tracker
 from .state import FileRow, State, StateError
 
-PREHASH_MIN = 1 << 20  # files this large are LFS files in practice: sha256 is worth computing early
+PREHASH_MIN = 1 << 20
+# a file that appears with an mtime older than this was moved or linked in whole (`mv` keeps mtime)
+ARRIVED_AGE_NS = 2_000_000_000  # files this large are LFS files in practice: sha256 is worth computing early
 DAEMON = "daemon"
+_RANK = {"created": 0, "scan": 1, "event": 2}  # what a queued job for a path is upgraded to
 CHECK = "check"
 MAX_ATTEMPTS = 5
 
@@ -129,7 +132,7 @@ class Pool:
         self.stopping = threading.Event()
         self.counters = Counters()
         self._q: queue.Queue[Job | None] = queue.Queue()
-        self._queued: set[str] = set()
+        self._queued: dict[str, str] = {}  # path -> the strongest reason it is queued for
         self._judging: set[str] = set()
         self.prehashed: dict[str, tuple[Signature, str]] = {}  # path -> (signature, sha256) hashed early
         self.prehashing: set[str] = set()
@@ -164,9 +167,12 @@ class Pool:
             if job.reason == "prehash":
                 self.prehashing.add(job.path)  # tracked apart: a judge job for the path may queue too
             elif job.path in self._queued:
+                # already queued: a close or rename event must not be lost behind a mere "created"
+                if _RANK[job.reason] > _RANK[self._queued[job.path]]:
+                    self._queued[job.path] = job.reason
                 return
             else:
-                self._queued.add(job.path)
+                self._queued[job.path] = job.reason
         self._q.put(job)
 
     def backlog(self) -> int:
@@ -189,7 +195,9 @@ class Pool:
                 return
             with self._qlock:
                 if job.reason != "prehash":
-                    self._queued.discard(job.path)
+                    reason = self._queued.pop(job.path, job.reason)
+                    if reason != job.reason:
+                        job = Job(job.folder, job.path, reason, job.attempt)
                 if job.path in self._judging:
                     # another worker is on this very file (a close and a rename a millisecond apart):
                     # it looks again when done, so one file never gets two verdicts at once
@@ -215,7 +223,7 @@ class Pool:
                     deferred = self._again.pop(job.path, None)
                     if deferred is not None and not self.stopping.is_set() and job.path not in self._queued:
                         # queued before this worker counts itself idle, so wait_idle never sees a gap
-                        self._queued.add(job.path)
+                        self._queued[job.path] = deferred.reason
                         self._q.put(deferred)
                     self._active -= 1
                     self._idle.notify_all()
@@ -265,6 +273,8 @@ class Pool:
         if not stat.S_ISREG(st.st_mode):
             return  # FIFOs, sockets, devices and symlinks are never opened
         sig = Signature.of(st)
+        if job.reason == "created" and time.time_ns() - sig.mtime_ns < ARRIVED_AGE_NS:
+            return  # a download just starting (wget, curl, a browser placeholder): its close or rename comes
         previous = self.state.get(key)
         if previous is not None and previous.signature == sig and self.still_valid(folder, previous, rel, sig.size):
             self.counters.skipped += 1

@@ -46,11 +46,13 @@ class CandidateHandler(FileSystemEventHandler):
     """Maps the events of every downloader in design.md section 2 to candidates."""
 
     def __init__(self, candidate: Candidate, scan: ScanRequest, *, polling: bool,
-                 created: Candidate | None = None) -> None:
+                 created: Candidate | None = None, arrived: Candidate | None = None) -> None:
         self._candidate = candidate
         self._scan = scan
         self._polling = polling
         self._created = created  # a download may be starting: progressive hashing follows it
+        # a created file may also be complete already: `mv` or `ln` from elsewhere gives no close event
+        self._arrived = arrived
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
@@ -64,8 +66,11 @@ class CandidateHandler(FileSystemEventHandler):
             self._scan(_text(event.dest_path if isinstance(event, DirMovedEvent) else event.src_path))
             return
         src = _text(event.src_path)
-        if isinstance(event, FileCreatedEvent) and self._created is not None:
-            self._created(src)
+        if isinstance(event, FileCreatedEvent):
+            if self._created is not None:
+                self._created(src)
+            if self._arrived is not None and not self._polling and not is_temp_name(src.replace(os.sep, "/")):
+                self._arrived(src)
         if isinstance(event, FileMovedEvent):
             dest = _text(event.dest_path)
             self._final(dest)  # X.crdownload -> X, X.part -> X, hf's .incomplete -> X

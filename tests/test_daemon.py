@@ -139,6 +139,21 @@ class TestVerdicts:
         rec = d.wait_for("file.mismatch", rfilename="model.safetensors")
         assert rec["matched_by"] == "name" and rec["path"].endswith("?download=true")
 
+    def test_file_moved_in_from_elsewhere(self, setup: dict[str, Any], daemon_factory: Start) -> None:
+        """A finished file moved or hard-linked in (no close event in the folder) is judged at once."""
+        d = daemon_factory(setup["config"])
+        d.wait_for("scan.finished")
+        outside = setup["tmp"] / "elsewhere"
+        outside.mkdir()
+        for name in ("config.json", "model.safetensors"):
+            write(outside / name, FILES[name])
+            old = os.stat(outside / name).st_mtime - 60
+            os.utime(outside / name, (old, old))  # downloaded a minute ago
+        os.rename(outside / "config.json", setup["dir"] / "config.json")
+        os.link(outside / "model.safetensors", setup["dir"] / "model.safetensors")
+        judged = {d.wait_for("file.matched")["rfilename"] for _ in range(2)}
+        assert judged == {"config.json", "model.safetensors"}
+
     def test_file_replaced_after_verdict_is_judged_again(self, setup: dict[str, Any], daemon_factory: Start) -> None:
         """A matched file overwritten with other bytes gets a new verdict."""
         d = daemon_factory(setup["config"])
