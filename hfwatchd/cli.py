@@ -192,6 +192,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         watches = collect_status(config, state, hub)
     finally:
+        hub.close()
         if state is not None:
             state.close()
     if args.json:

@@ -38,9 +38,15 @@ def _manifest_for(hub: Hub, config_repo: Any, commit: str | None) -> Manifest | 
             return hub.load(config_repo.ref, manifest_file=config_repo.manifest).manifest
         except HubError:
             return None
-    if not commit:
-        return None
-    return hub.manifest_at(config_repo.ref, commit)
+    m = hub.manifest_at(config_repo.ref, commit) if commit else None
+    if m is None:
+        # nothing judged yet (no check, no daemon run): every expected file is still to download,
+        # so fetch the manifest (cache or Hub) rather than answer "nothing to do"
+        try:
+            m = hub.load(config_repo.ref).manifest
+        except HubError:
+            return None
+    return m
 
 
 def collect_status(config: Config, state: Any, hub: Hub) -> list[WatchStatus]:
@@ -62,7 +68,7 @@ def collect_status(config: Config, state: Any, hub: Hub) -> list[WatchStatus]:
             by_repo.setdefault(row.repo, {}).setdefault(row.rfilename or "", []).append(row)
         for rc in w.repos:
             rr = repo_rows.get(rc.ref.key)
-            rs = RepoStatus(str(rc.ref), rc.ref.revision, rr.commit if rr else None,
+            rs = RepoStatus(str(rc.ref), rc.ref.revision, rr.commit if rr else None,  # commit set below if None
                             (rr.endpoint if rr and rr.endpoint else config.hub.endpoint), rr.source if rr else None)
             files = by_repo.get(rc.ref.key, {})
             for entries in files.values():
@@ -70,9 +76,10 @@ def collect_status(config: Config, state: Any, hub: Hub) -> list[WatchStatus]:
                     rs.counts[row.status] = rs.counts.get(row.status, 0) + 1
             m = _manifest_for(hub, rc, rs.commit)
             if m is None:
-                rs.note = "no manifest yet: run the daemon or `hfwatchd check` once"
+                rs.note = "no manifest: the Hub is unreachable and nothing is cached; run `hfwatchd check` once"
                 ws.repos.append(rs)
                 continue
+            rs.commit = rs.commit or m.commit or None
             for e in m.entries.values():
                 if not w.expects(e.rfilename):
                     continue

@@ -66,11 +66,20 @@ class TestStatus:
         assert [t["rfilename"] for t in todo] == ["data/train-00001-of-00002.parquet"]
 
     def test_status_before_any_run(self, tmp_path: Path, fake_hub: FakeHub) -> None:
-        """status with no state yet says so instead of failing."""
+        """Before any check or daemon run, --missing --urls lists every expected file, not nothing."""
+        cfg, _dl, commit = setup(tmp_path, fake_hub)
+        r = run_cli("status", "--config", str(cfg), "--missing", "--urls")
+        assert r.returncode == 0, r.stderr
+        assert len(r.stdout.split()) == len(FILES)
+        assert all(f"/resolve/{commit}/" in u for u in r.stdout.split())
+
+    def test_status_with_hub_down_and_nothing_cached(self, tmp_path: Path, fake_hub: FakeHub) -> None:
+        """With no state, no cache and no Hub, status says why it cannot list anything."""
         cfg, _dl, _ = setup(tmp_path, fake_hub)
+        fake_hub.stop()
         r = run_cli("status", "--config", str(cfg))
         assert r.returncode == 0
-        assert "no manifest yet" in r.stdout
+        assert "no manifest" in r.stdout
 
 
 GET_HASH = """
