@@ -267,9 +267,9 @@ def cmd_manifest(args: argparse.Namespace) -> int:
         sys.stdout.write(text + "\n")
         return EXIT_OK
     try:
-        from .hub import _atomic_write
+        from .hub import atomic_write
 
-        _atomic_write(args.export.absolute(), text.encode("utf-8"))
+        atomic_write(args.export.absolute(), text.encode("utf-8"), make_parents=False)
     except OSError as exc:
         sys.stderr.write(f"hfwatchd: cannot write {args.export}: {exc.strerror}\n")
         return EXIT_USAGE

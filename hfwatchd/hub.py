@@ -105,8 +105,10 @@ class Loaded:
     fetched_at: float | None = None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def atomic_write(path: Path, data: bytes, *, make_parents: bool = True) -> None:
+    """Write, fsync, rename over `path`, fsync the folder: a reader sees the old or the new file, whole."""
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -208,12 +210,12 @@ class Hub:
         if not path.exists():
             lines = (json.dumps([e.rfilename, e.size, e.sha256, e.blob_id], ensure_ascii=False) + "\n"
                      for e in manifest.entries.values())
-            _atomic_write(path, "".join(lines).encode("utf-8"))
+            atomic_write(path, "".join(lines).encode("utf-8"))
         with self._memo_lock:
             self._memo[str(path.parent)] = (path.name, dict(manifest.entries))
         if ref.revision != manifest.commit:
             info = {"commit": manifest.commit, "resolved_at": time.time(), "endpoint": self.endpoint}
-            _atomic_write(self._ref_path(ref), json.dumps(info).encode("utf-8"))
+            atomic_write(self._ref_path(ref), json.dumps(info).encode("utf-8"))
 
     # --- hub -----------------------------------------------------------------------------------
 
