@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -109,6 +108,8 @@ def atomic_write(path: Path, data: bytes, *, make_parents: bool = True) -> None:
     """Write, fsync, rename over `path`, fsync the folder: a reader sees the old or the new file, whole."""
     if make_parents:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    import tempfile  # only a run that writes a cache file or an export needs it
+
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

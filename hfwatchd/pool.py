@@ -10,14 +10,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .completion import control_file, is_temp_name, placeholder_in_progress
 from .config import WatchConfig
 from .hashing import CHUNK_SIZE, SHA256, Cancelled, FileChanged, NotRegularFile, Signature, StreamHasher, hash_file
 from .manifest import INCOMPLETE, MISMATCH, PENDING, UNKNOWN, Index, Manifest, Plan, Verdict, decide
-from .progressive import Tracker
 from .state import FileRow, State, StateError
+
+if TYPE_CHECKING:
+    from .progressive import Tracker  # the daemon's; a check never loads it
 
 PREHASH_MIN = 1 << 20
 # a file that appears with an mtime older than this was moved or linked in whole (`mv` keeps mtime)
