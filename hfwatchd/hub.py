@@ -101,7 +101,6 @@ class Loaded:
     manifest: Manifest
     source: str  # hub | cache | file
     error: HubError | None = None
-    fetched_at: float | None = None
 
 
 def atomic_write(path: Path, data: bytes, *, make_parents: bool = True) -> None:
@@ -318,12 +317,12 @@ class Hub:
             return Loaded(m, "file")
         hit = self.cached(ref)
         if hit is not None and not refresh and (_HEX40.fullmatch(ref.revision) or time.time() - hit[1] < self.ttl):
-            return Loaded(hit[0], "cache", fetched_at=hit[1])
+            return Loaded(hit[0], "cache")
         try:
             m = self.fetch(ref)
         except HubError as err:
             if hit is not None:
-                return Loaded(hit[0], "cache", error=err, fetched_at=hit[1])
+                return Loaded(hit[0], "cache", error=err)
             raise
-        return Loaded(m, m.source, fetched_at=time.time())
+        return Loaded(m, m.source)
 

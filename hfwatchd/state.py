@@ -254,5 +254,3 @@ class State:
     def integrity(self) -> str:
         return str(self._read("PRAGMA integrity_check")[0][0])
 
-    def __iter__(self) -> Iterator[FileRow]:
-        return iter(self.files())
