@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help='seed: {"path": "sha256"} of LFS files, as get_hash.py writes; full: every file (default)')
     m.add_argument("--config", type=Path, dest="sub_config", help="config file (for hub and state_dir)")
     m.add_argument("--refresh", action="store_true", help="ask the Hub even if a cached manifest is fresh")
+
+    from . import configfile, service  # small modules; tomlkit is imported only when a file is edited
+
+    configfile.add_parser(sub)
+    service.add_parser(sub)
     return p
 
 
@@ -290,6 +295,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "manifest":
             return cmd_manifest(args)
+        if args.command == "config":
+            from .configfile import run as run_config
+
+            return run_config(args)
+        if args.command == "service":
+            from .service import run as run_service
+
+            return run_service(args)
         from .daemon import run_daemon
 
         config = _load(args, required=True)
