@@ -2,20 +2,27 @@
 
 The only module that imports huggingface_hub; it is imported lazily, so a run that can
 answer from the cache never pays for it.
+
+Every cache file proves itself complete: a manifest file's first line carries the commit, the
+number of entries and the sha256 of the lines after it; a ref file carries the sha256 of its own
+fields. Both are written atomically and checked on every load. A file that fails (cut, garbled,
+short, or written by an older version, which had no such header) is reported through
+`on_invalid(path, error)`, ignored, fetched again and rewritten: never a short manifest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from .manifest import Manifest, ManifestEntry, RepoRef, SpecError, load_manifest_text
@@ -23,7 +30,90 @@ from .manifest import Manifest, ManifestEntry, RepoRef, SpecError, load_manifest
 if TYPE_CHECKING:
     import httpx2
 
+    from .config import Config
+
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_R = TypeVar("_R")
+MANIFEST_FORMAT = "hfwatchd-manifest/2"  # 1 (no header) was written before caches proved themselves complete
+REF_FORMAT = "hfwatchd-ref/2"
+
+InvalidCache = Callable[[Path, str], None]
+"""Told (path, what is wrong) when a cache file fails its check; the daemon logs `manifest.cache_invalid`."""
+
+
+class _CacheInvalid(Exception):
+    """A cache file that cannot prove it is whole; the message says why."""
+
+
+def encode_manifest_cache(commit: str, entries: Mapping[str, ManifestEntry]) -> bytes:
+    """The cache file of one commit: a header line proving the JSON lines after it complete."""
+    body = "".join(json.dumps([e.rfilename, e.size, e.sha256, e.blob_id], ensure_ascii=False) + "\n"
+                   for e in entries.values()).encode("utf-8")
+    header = {"format": MANIFEST_FORMAT, "commit": commit, "entries": len(entries),
+              "sha256": hashlib.sha256(body).hexdigest()}
+    return json.dumps(header).encode("ascii") + b"\n" + body
+
+
+def decode_manifest_cache(path: Path, commit: str) -> dict[str, ManifestEntry]:
+    """Read a manifest cache file, checking it line by line against its header; `_CacheInvalid` if it fails."""
+    entries: dict[str, ManifestEntry] = {}
+    with open(path, "rb") as f:
+        try:
+            header = json.loads(f.readline())
+        except ValueError:
+            raise _CacheInvalid("its first line is not a header: damaged, or not written by hfwatchd") from None
+        if not isinstance(header, dict) or header.get("format") != MANIFEST_FORMAT:
+            raise _CacheInvalid("written by an older hfwatchd (no completeness header)")
+        want_n, want_sha = header.get("entries"), header.get("sha256")
+        if header.get("commit") != commit or not isinstance(want_n, int) or not isinstance(want_sha, str):
+            raise _CacheInvalid("its header is damaged or names another commit")
+        digest = hashlib.sha256()
+        n = 0
+        for n, line in enumerate(f, 1):  # file line n + 1: the header is line 1
+            if not line.endswith(b"\n"):
+                raise _CacheInvalid(f"cut in the middle of line {n + 1}")
+            digest.update(line)
+            try:
+                p, size, sha, blob = json.loads(line)
+            except (ValueError, TypeError):
+                raise _CacheInvalid(f"line {n + 1} is not a [path, size, sha256, blob_id] entry") from None
+            if not (isinstance(p, str) and isinstance(size, int) and isinstance(sha, (str, type(None)))
+                    and isinstance(blob, (str, type(None)))):
+                raise _CacheInvalid(f"line {n + 1} is not a [path, size, sha256, blob_id] entry")
+            entries[p] = ManifestEntry(p, size, sha, blob)
+    if n != want_n:
+        raise _CacheInvalid(f"{n} of the {want_n} entries its header promises")
+    if digest.hexdigest() != want_sha:
+        raise _CacheInvalid("its entries do not match the sha256 in its header")
+    return entries
+
+
+def _ref_digest(info: dict[str, Any]) -> str:
+    fields = {k: info.get(k) for k in ("format", "commit", "resolved_at", "endpoint")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def encode_ref(commit: str, resolved_at: float, endpoint: str) -> bytes:
+    info: dict[str, Any] = {"format": REF_FORMAT, "commit": commit, "resolved_at": resolved_at, "endpoint": endpoint}
+    info["sha256"] = _ref_digest(info)
+    return json.dumps(info).encode("utf-8") + b"\n"
+
+
+def decode_ref(data: bytes) -> tuple[str, float, str | None]:
+    """(commit, resolved_at, endpoint) of a ref file; `_CacheInvalid` if it fails its check."""
+    try:
+        info = json.loads(data)
+    except ValueError:
+        raise _CacheInvalid("not JSON: cut or garbled") from None
+    if not isinstance(info, dict) or info.get("format") != REF_FORMAT:
+        raise _CacheInvalid("written by an older hfwatchd (no checksum)")
+    if info.get("sha256") != _ref_digest(info):
+        raise _CacheInvalid("its fields do not match its sha256")
+    commit, resolved_at, endpoint = info.get("commit"), info.get("resolved_at"), info.get("endpoint")
+    if not (isinstance(commit, str) and _HEX40.fullmatch(commit) and isinstance(resolved_at, (int, float))
+            and isinstance(endpoint, (str, type(None)))):
+        raise _CacheInvalid("its fields are not a commit, a time and an endpoint")
+    return commit, float(resolved_at), endpoint
 
 
 class HubError(Exception):
@@ -127,6 +217,13 @@ def atomic_write(path: Path, data: bytes, *, make_parents: bool = True) -> None:
         os.close(dfd)
 
 
+def make_hub(config: Config, *, on_invalid: InvalidCache | None = None) -> Hub:
+    """The Hub client a config asks for; `on_invalid` hears of every cache file that fails its check."""
+    token = read_token_file(config.hub.token_file) if config.hub.token_file else None
+    return Hub(config.hub.endpoint, config.state_dir / "manifests", token=token, ttl=config.hub.manifest_ttl,
+               timeout=config.hub.timeout, on_invalid=on_invalid)
+
+
 def read_token_file(path: Path) -> str:
     try:
         token = path.read_text(encoding="utf-8").strip()
@@ -141,15 +238,19 @@ class Hub:
     """Fetches and caches manifests. Thread-safe for concurrent `load` calls on different repos."""
 
     def __init__(self, endpoint: str, cache_dir: Path, *, token: str | None = None, ttl: float = 3600.0,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, on_invalid: InvalidCache | None = None) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.cache_dir = cache_dir
         self.ttl = ttl
         self.timeout = timeout
+        self.on_invalid = on_invalid
         self._token = token
         self._api: Any = None
         self._memo: dict[str, tuple[str, dict[str, ManifestEntry]]] = {}
         self._memo_lock = threading.Lock()
+        # cache files found invalid, as (path, mtime_ns, size): reported once, not at every retry,
+        # and rewritten at the next fetch even though they exist
+        self._invalid: set[tuple[str, int, int]] = set()
 
     # --- cache ---------------------------------------------------------------------------------
 
@@ -164,19 +265,46 @@ class Hub:
         # exists twice in memory (as a parsed document and as entries)
         return self._repo_dir(ref) / f"{commit}.jsonl"
 
-    def _read_cache(self, path: Path) -> dict[str, ManifestEntry] | None:
+    def _check(self, path: Path, read: Callable[[], _R]) -> _R | None:
+        """`read()` of a cache file, or None when it is absent or invalid (reported once per version of the file)."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._report(path, None, f"cannot read it: {exc.strerror}")
+            return None
+        stamp = (str(path), st.st_mtime_ns, st.st_size)
+        with self._memo_lock:
+            if stamp in self._invalid:
+                return None
+        try:
+            return read()
+        except _CacheInvalid as exc:
+            self._report(path, stamp, str(exc))
+        except OSError as exc:
+            self._report(path, stamp, f"cannot read it: {exc.strerror}")
+        return None
+
+    def _report(self, path: Path, stamp: tuple[str, int, int] | None, error: str) -> None:
+        if stamp is not None:
+            with self._memo_lock:
+                self._invalid.add(stamp)
+        if self.on_invalid is not None:
+            self.on_invalid(path, error)
+
+    def _was_invalid(self, path: Path) -> bool:
+        with self._memo_lock:
+            return any(p == str(path) for p, _, _ in self._invalid)
+
+    def _read_cache(self, path: Path, commit: str) -> dict[str, ManifestEntry] | None:
         key = str(path.parent)
         with self._memo_lock:
             hit = self._memo.get(key)
         if hit is not None and hit[0] == path.name:
             return hit[1]
-        entries: dict[str, ManifestEntry] = {}
-        try:
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    p, size, sha, blob = json.loads(line)
-                    entries[p] = ManifestEntry(p, size, sha, blob)
-        except (OSError, ValueError, TypeError):
+        entries = self._check(path, lambda: decode_manifest_cache(path, commit))
+        if entries is None:
             return None
         with self._memo_lock:
             # the same commit loaded for several watches, or again after a TTL, shares one copy
@@ -187,14 +315,14 @@ class Hub:
         """The last manifest resolved for this repo and revision, and when it was resolved."""
         commit, resolved_at = ref.revision, 0.0
         if not _HEX40.fullmatch(ref.revision):
-            try:
-                info = json.loads(self._ref_path(ref).read_text(encoding="utf-8"))
-                commit, resolved_at = str(info["commit"]), float(info["resolved_at"])
-            except (OSError, ValueError, KeyError, TypeError):
+            path = self._ref_path(ref)
+            resolved = self._check(path, lambda: decode_ref(path.read_bytes()))
+            if resolved is None:
                 return None
-            if info.get("endpoint") not in (None, self.endpoint):
+            commit, resolved_at, endpoint = resolved
+            if endpoint not in (None, self.endpoint):
                 return None
-        entries = self._read_cache(self._manifest_path(ref, commit))
+        entries = self._read_cache(self._manifest_path(ref, commit), commit)
         if entries is None:
             return None
         return Manifest(ref, commit, entries, source="cache"), resolved_at
@@ -207,15 +335,12 @@ class Hub:
     def _store(self, manifest: Manifest) -> None:
         ref = manifest.repo
         path = self._manifest_path(ref, manifest.commit)
-        if not path.exists():
-            lines = (json.dumps([e.rfilename, e.size, e.sha256, e.blob_id], ensure_ascii=False) + "\n"
-                     for e in manifest.entries.values())
-            atomic_write(path, "".join(lines).encode("utf-8"))
+        if not path.exists() or self._was_invalid(path):
+            atomic_write(path, encode_manifest_cache(manifest.commit, manifest.entries))
         with self._memo_lock:
             self._memo[str(path.parent)] = (path.name, dict(manifest.entries))
         if ref.revision != manifest.commit:
-            info = {"commit": manifest.commit, "resolved_at": time.time(), "endpoint": self.endpoint}
-            atomic_write(self._ref_path(ref), json.dumps(info).encode("utf-8"))
+            atomic_write(self._ref_path(ref), encode_ref(manifest.commit, time.time(), self.endpoint))
 
     # --- hub -----------------------------------------------------------------------------------
 

@@ -5,6 +5,14 @@ so the state follows the inode across the renames browsers make at the end. Only
 bytes are read, once. Anything that does not look like a plain sequential write (shrinking,
 a size jump no network gives, an aria2c control file beside it) drops the file: it gets a full
 hash after completion instead. A progressive mismatch is never trusted alone (see pool.py).
+
+Descriptors: the tracker holds one read-only descriptor per download it follows, never more than
+`max_files` (64 by default, and at most a quarter of the soft RLIMIT_NOFILE), so while following
+downloads the daemon holds at most max_files + its fixed set (state database, log file, inotify,
+sockets) + one per worker hashing. A descriptor is closed as soon as the file is judged
+(`release`, or `take` when its progress is used), when the file is deleted (within one tick, 0.1 s),
+shrinks, or gets an aria2c control file, and after `idle_drop` (60 s) without growth. A file that
+was judged is not opened again by a late creation event unless it is written again.
 """
 
 from __future__ import annotations
@@ -12,16 +20,21 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import resource
 import stat
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .completion import is_temp_name
 
+if TYPE_CHECKING:
+    from .logs import Log
+
 MAX_STEP = 64 << 20  # bytes read per file per tick, so one fast file cannot starve the others
 MAX_RATE = 2_000_000_000  # bytes/s: faster growth than this is a preallocation or a local copy, not a download
+RELEASED_MEMORY = 4096  # judged files remembered, so a creation event processed late does not reopen one
 
 
 @dataclass
@@ -46,17 +59,19 @@ class _Tracked:
 class Tracker:
     """One thread following every download in progress; idle (blocked on its queue) when there is none."""
 
-    def __init__(self, log: Any, *, interval: float = 0.1, max_files: int = 64, idle_drop: float = 60.0) -> None:
+    def __init__(self, log: Log, *, interval: float = 0.1, max_files: int = 64, idle_drop: float = 60.0) -> None:
         self.log = log
         self.interval = interval
-        self.max_files = max_files
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # a head start is never worth running the daemon out of descriptors
+        self.max_files = max_files if soft == resource.RLIM_INFINITY else max(1, min(max_files, soft // 4))
         self.idle_drop = idle_drop
         self._inbox: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._files: dict[tuple[int, int], _Tracked] = {}
+        self._released: dict[tuple[int, int], int] = {}  # (dev, ino) -> time.time_ns() of its verdict
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._buf = bytearray(1 << 20)
-        self.bytes_read = 0
 
     # --- called from other threads -------------------------------------------------------------
 
@@ -65,13 +80,30 @@ class Tracker:
         self._inbox.put_nowait(path)
 
     def take(self, dev: int, ino: int) -> Progress | None:
-        """Hand over (and forget) the progress made on a file that is now complete."""
+        """Hand over the progress made on a file that is now complete, and close its descriptor."""
         with self._lock:
-            t = self._files.pop((dev, ino), None)
-            if t is None:
-                return None
+            t = self._forget((dev, ino))
+            return None if t is None else t.progress
+
+    def release(self, dev: int, ino: int) -> None:
+        """The file has its verdict: close its descriptor now (whether or not `take` was used)."""
+        with self._lock:
+            self._forget((dev, ino))
+
+    def open_files(self) -> int:
+        """How many descriptors the tracker holds right now (at most `max_files`)."""
+        with self._lock:
+            return len(self._files)
+
+    def _forget(self, key: tuple[int, int]) -> _Tracked | None:
+        """Under the lock: stop following `key`, and remember it was judged."""
+        self._released[key] = time.time_ns()
+        if len(self._released) > RELEASED_MEMORY:
+            del self._released[next(iter(self._released))]  # the oldest: dicts keep insertion order
+        t = self._files.pop(key, None)
+        if t is not None:
             os.close(t.fd)
-            return t.progress
+        return t
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hfwatchd-progressive", daemon=True)
@@ -126,7 +158,10 @@ class Tracker:
         key = (st.st_dev, st.st_ino)
         now = time.monotonic()
         with self._lock:
-            if key in self._files:
+            released = self._released.get(key)
+            if key in self._files or len(self._files) >= self.max_files or (
+                    released is not None and st.st_mtime_ns <= released):
+                # already followed, no room, or judged before this late event and not written since
                 os.close(fd)
                 return
             self._files[key] = _Tracked(fd, path, key, Progress(hashlib.sha256(), 0), now, st.st_size, now)
@@ -168,4 +203,3 @@ class Tracker:
                 break
             p.sha256.update(view[:n])
             p.offset += n
-            self.bytes_read += n
