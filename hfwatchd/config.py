@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .exits import ExitCode
 from .manifest import RepoRef, SpecError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -21,6 +22,8 @@ HOOK_KEYS = ("on_matched", "on_mismatch", "on_incomplete")
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message starts with the key path."""
+
+    exit_code = ExitCode.CONFIG
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -118,6 +121,33 @@ class Config:
     rescan_interval: float = 600.0
     hooks: Hooks = field(default_factory=Hooks)
     source: Path | None = None
+    web_listen: str = "127.0.0.1:8711"  # [web] listen: "" off, port 0 a free port, loopback only
+
+
+DEFAULT_WEB_LISTEN = "127.0.0.1:8711"
+
+
+def parse_listen(value: str, key: str = "web.listen") -> tuple[str, int]:
+    """(host, port) from "127.0.0.1:8711", "[::1]:8711" or "localhost:0"; a non-loopback host is refused."""
+    import ipaddress
+
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9.-]+):(\d{1,5})", value)
+    if m is None:
+        raise ConfigError(f'{key}: expected "HOST:PORT" such as "127.0.0.1:8711" or "[::1]:8711" '
+                          f'("" turns the page off), got {value!r}')
+    host, port = (m[1], int(m[2])) if m[1] is not None else (m[3], int(m[4]))
+    if port > 65535:
+        raise ConfigError(f"{key}: port must be 0 (a free port) to 65535, got {port}")
+    if host.lower() != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            # the page lists local paths and download links; like Jupyter's default it is for this machine only
+            raise ConfigError(f"{key}: {host} is not a loopback address; the page is served to this machine "
+                              "only (127.0.0.1, [::1] or localhost)")
+    return host, port
 
 
 def default_endpoint() -> str:
@@ -267,9 +297,13 @@ def parse_config(data: Mapping[str, Any], *, base: Path, source: Path | None = N
         data,
         "",
         ("state_dir", "log_file", "log_level", "workers", "rescan_interval", "hub", "watch", "hook_timeout",
-         *HOOK_KEYS),
+         "web", *HOOK_KEYS),
         base,
     )
+    web = _Reader(top.get("web", dict, {}), "web", ("listen",), base)
+    web_listen = web.get("listen", str, DEFAULT_WEB_LISTEN)
+    if web_listen:
+        parse_listen(web_listen)
     hub_table = top.get("hub", dict, {})
     h = _Reader(hub_table, "hub", ("endpoint", "token_file", "manifest_ttl", "timeout"), base)
     endpoint = h.get("endpoint", str) or default_endpoint()
@@ -314,6 +348,7 @@ def parse_config(data: Mapping[str, Any], *, base: Path, source: Path | None = N
         rescan_interval=rescan_interval,
         hooks=hooks,
         source=source,
+        web_listen=web_listen,
     )
 
 
@@ -341,14 +376,15 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def single_watch_config(repo: str, folder: Path, *, state_dir: Path | None = None) -> Config:
-    """The config `hfwatchd check REPO DIR` runs with: one watch, defaults everywhere else."""
+def single_watch_config(repo: str, folder: Path, *, state_dir: Path | None = None,
+                        more: tuple[str, ...] = ()) -> Config:
+    """The config `check REPO DIR` and `watch REPO DIR [REPO...]` run with: one watch, defaults elsewhere."""
     try:
-        ref = RepoRef.parse(repo)
+        refs = [RepoRef.parse(spec) for spec in (repo, *more)]
     except SpecError as exc:
         raise ConfigError(str(exc)) from None
     return Config(
         state_dir=state_dir or default_state_dir(),
         hub=HubConfig(endpoint=default_endpoint()),
-        watches=(WatchConfig(path=folder.absolute(), repos=(RepoConfig(ref),)),),
+        watches=(WatchConfig(path=folder.absolute(), repos=tuple(RepoConfig(ref) for ref in refs)),),
     )
