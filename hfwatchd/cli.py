@@ -69,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--config", type=Path, dest="sub_config", help="config file (for hub and state_dir)")
     m.add_argument("--refresh", action="store_true", help="ask the Hub even if a cached manifest is fresh")
 
+    o = sub.add_parser("open", help="open the daemon's page in the browser (or print its URL)",
+                       description="Open the running daemon's page ([web] listen) in the browser. "
+                       "Exit 69 when no daemon serves one.")
+    o.add_argument("--config", type=Path, dest="sub_config", help="config file (for state_dir)")
+    o.add_argument("--print", action="store_true", dest="print_url",
+                   help="print the page's URL, with this run's token, instead of opening it")
+
     from . import configfile, service  # small modules; tomlkit is imported only when a file is edited
 
     configfile.add_parser(sub)
@@ -282,6 +289,18 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- open --------------------------------------------------------------------------------------
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    from .config import default_state_dir
+    from .web import open_dashboard
+
+    config = _load(args, required=False)
+    state_dir = config.state_dir if config is not None else default_state_dir()
+    return open_dashboard(state_dir, print_only=args.print_url, out=sys.stdout, err=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         # a file name that is not UTF-8 is printed as its own bytes, as ls does, never a crash
@@ -295,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(args)
         if args.command == "manifest":
             return cmd_manifest(args)
+        if args.command == "open":
+            return cmd_open(args)
         if args.command == "config":
             from .configfile import run as run_config
 
