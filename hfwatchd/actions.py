@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
 
 from .hashing import Signature
 from .hooks import HookRunner, hook_env
+from .judge import Outcome
+from .logs import Log
 from .manifest import MATCHED
 from .placement import PlaceError, place_file
-from .pool import Outcome
 from .state import State, StateError
 
 
 class Actions:
     """Runs in the worker that made the verdict, after its log line; a hook never blocks it."""
 
-    def __init__(self, state: State, log: Any, hooks: HookRunner | None = None) -> None:
+    def __init__(self, state: State, log: Log, hooks: HookRunner | None = None) -> None:
         self.state = state
         self.log = log
         self.hooks = hooks

@@ -1,9 +1,8 @@
-"""One pass over every watched folder: load manifests, judge every file, list what is missing."""
+"""One pass over every watched folder: load manifests, judge every file, then read the coverage."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sys
 import threading
@@ -13,95 +12,45 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from .config import Config
-from .hub import Hub, HubError, read_token_file
-from .manifest import INCOMPLETE, MATCHED, MISMATCH, MISSING, PENDING, UNKNOWN, Verdict
-from .pool import CHECK, PREHASH_MIN, Job, Outcome, Pool, WatchedFolder, triage, unvouched, walk
+from .coverage import FileRecord, WatchCoverage, cover
+from .devices import DeviceGate
+from .exits import ExitCode
+from .folder import WatchedFolder, triage, unvouched, walk
+from .hub import Hub, HubError
+from .judge import CHECK, PREHASH_MIN, Judge, Outcome
+from .logs import Log
+from .manifest import Status
+from .manifests import Manifests
+from .pool import Job, Pool
 from .state import State
-
-EXIT_OK, EXIT_MISMATCH, EXIT_INCOMPLETE = 0, 1, 2
-EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 64, 69, 78
-
-
-def make_hub(config: Config) -> Hub:
-    token = read_token_file(config.hub.token_file) if config.hub.token_file else None
-    return Hub(config.hub.endpoint, config.state_dir / "manifests", token=token, ttl=config.hub.manifest_ttl,
-               timeout=config.hub.timeout)
-
-
-def load_manifests(hub: Hub, folders: list[WatchedFolder], state: State, log: Any,
-                   *, refresh: bool = False) -> list[tuple[WatchedFolder, str, HubError]]:
-    """Load every watched repo's manifest into its folder; returns the repos that have none at all."""
-    failed: list[tuple[WatchedFolder, str, HubError]] = []
-    done: dict[tuple[str, str], Any] = {}
-    for folder in folders:
-        for rc in folder.config.repos:
-            cache_key = (str(rc.ref), str(rc.manifest))
-            try:
-                loaded = done.get(cache_key) or hub.load(rc.ref, manifest_file=rc.manifest, refresh=refresh)
-            except HubError as err:
-                log.error("manifest.failed", repo=str(rc.ref), error=str(err), retry_in=round(err.retry_in, 1))
-                failed.append((folder, rc.ref.key, err))
-                continue
-            done[cache_key] = loaded
-            m = loaded.manifest
-            folder.set_manifest(m)
-            state.set_repo(folder.key, m.repo.key, m.repo.revision, m.commit, hub.endpoint, len(m.entries),
-                           loaded.source)
-            fields: dict[str, Any] = {"repo": str(m.repo), "commit": m.commit or None, "files": len(m.entries),
-                                      "source": loaded.source}
-            if m.unsafe:
-                fields["unsafe"] = m.unsafe
-            if loaded.error is not None:
-                log.warning("manifest.failed", repo=str(rc.ref), error=str(loaded.error),
-                            retry_in=round(loaded.error.retry_in, 1))
-                fields["stale"] = True
-            log.info("manifest.loaded", **fields)
-    return failed
-
-
-@dataclass
-class Record:
-    """One line of `check` output."""
-
-    status: str
-    path: str | None
-    repo: str | None = None
-    rfilename: str | None = None
-    size: int | None = None
-    expected_size: int | None = None
-    algorithm: str | None = None
-    expected: str | None = None
-    actual: str | None = None
-    commit: str | None = None
-    url: str | None = None  # for missing files: the pinned download link
-
-    @classmethod
-    def of(cls, v: Verdict) -> Record:
-        return cls(v.status, v.path, v.repo, v.rfilename, v.size, v.expected_size, v.algorithm, v.expected,
-                   v.actual, v.commit)
 
 
 @dataclass
 class CheckResult:
-    records: list[Record] = field(default_factory=list)
+    watches: list[WatchCoverage] = field(default_factory=list)
     hashed_bytes: int = 0
     hashed_files: int = 0
     seconds: float = 0.0
 
+    @property
+    def records(self) -> list[FileRecord]:
+        return [r for w in self.watches for r in w.records()]
+
     def counts(self) -> dict[str, int]:
-        out = dict.fromkeys((MATCHED, MISMATCH, INCOMPLETE, MISSING, UNKNOWN), 0)
+        out = dict.fromkeys((str(s) for s in (Status.MATCHED, Status.MISMATCH, Status.INCOMPLETE, Status.MISSING,
+                                               Status.UNKNOWN)), 0)
         for r in self.records:
-            out[r.status] = out.get(r.status, 0) + 1
+            out[str(r.status)] = out.get(str(r.status), 0) + 1
         return out
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         c = self.counts()
-        if c[MISMATCH]:
-            return EXIT_MISMATCH
-        if c[MISSING] or c[INCOMPLETE] or c.get(PENDING, 0):
-            return EXIT_INCOMPLETE
-        return EXIT_OK
+        if c[Status.MISMATCH]:
+            return ExitCode.MISMATCH
+        if c[Status.MISSING] or c[Status.INCOMPLETE] or c.get(Status.PENDING, 0):
+            return ExitCode.INCOMPLETE
+        return ExitCode.OK
 
 
 class _Progress:
@@ -136,15 +85,26 @@ class _Progress:
             self._bar.close()
 
 
-def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: bool | None = None,
+def load_all(service: Manifests, folders: list[WatchedFolder]) -> list[tuple[str, HubError]]:
+    """Load every watched repo's manifest into its folder; returns the repos that have none at all."""
+    failed: list[tuple[str, HubError]] = []
+    for folder in folders:
+        for rc in folder.config.repos:
+            result = service.load(rc)
+            service.apply(folder, rc, result)
+            if isinstance(result, HubError):
+                failed.append((rc.ref.key, result))
+    return failed
+
+
+def run_check(config: Config, state: State, hub: Hub, log: Log, *, progress: bool | None = None,
               stream: TextIO | None = None,
               report: Callable[[Outcome], None] | None = None) -> tuple[CheckResult, list[tuple[str, HubError]]]:
     """Judge every file of every watch once. Returns the result and the repos with no manifest."""
     started = time.monotonic()
     stream = stream or sys.stderr
     folders = [WatchedFolder(w, skip=(config.state_dir,)) for w in config.watches]
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
+    service = Manifests(hub, state, log, ttl=config.hub.manifest_ttl)
 
     place = None
     if any(w.place != "none" for w in config.watches):
@@ -153,26 +113,28 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
         place = Actions(state, log)
 
     def collect(o: Outcome) -> None:
-        moved = place(o) if place is not None else None
-        if moved is not None:
-            o = dataclasses.replace(o, verdict=dataclasses.replace(o.verdict, path=moved))
-        with lock:
-            outcomes.append(o)
+        if place is not None:
+            place(o)
         if report is not None:
             report(o)
 
     bar = _Progress(0, stream.isatty() if progress is None else progress, stream)
-    pool = Pool(state, workers=config.workers, report=collect, log=log, mode=CHECK, on_bytes=bar.update)
+    stopping = threading.Event()
+    judge = Judge(state, CHECK, report=collect, log=log, stopping=stopping, on_bytes=bar.update,
+                  gate=DeviceGate())
+    pool = Pool(judge.work, workers=config.workers, on_error=judge.on_error, on_give_up=judge.on_give_up,
+                settle=CHECK.settle, stopping=stopping)
 
     # The manifests load in the background (importing huggingface_hub alone takes a quarter second)
     # while the workers already hash the large files the state does not vouch for: those are LFS
     # files, judged by sha256, whatever the manifest turns out to say.
-    loaded: list[list[tuple[WatchedFolder, str, HubError]]] = []
-    loader = threading.Thread(target=lambda: loaded.append(load_manifests(hub, folders, state, log)),
+    loaded: list[list[tuple[str, HubError]]] = []
+    loader = threading.Thread(target=lambda: loaded.append(load_all(service, folders)),
                               name="hfwatchd-manifests", daemon=True)
     loader.start()
     walked: dict[str, list[bytes]] = {}
     pool.start()
+    result = CheckResult()
     try:
         for folder in folders:
             if not os.path.isdir(folder.root):
@@ -184,17 +146,16 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
                 pool.submit(Job(folder, path, "prehash"))
         loader.join()
         failed = loaded[0] if loaded else []
-        result = CheckResult()
         if failed or not loaded:
             # judging with part of the manifests would call the other repos' files unknown, or worse
             result.seconds = time.monotonic() - started
-            return result, [(key, err) for _, key, err in failed]
+            return result, failed
         for folder in folders:
             folder.ready = True
             if folder.key not in walked:
                 continue
             # the fast path of a re-check: an unchanged file whose verdict still holds is not even queued
-            changed, _, gone = triage(pool, folder, walked.pop(folder.key), full=True)
+            changed, _, gone = triage(state, folder, walked.pop(folder.key), full=True)
             for path in changed:
                 if path not in pool.prehashing:
                     with contextlib.suppress(OSError):
@@ -207,26 +168,11 @@ def run_check(config: Config, state: State, hub: Hub, log: Any, *, progress: boo
         pool.stop()
         bar.close()
 
-    judged = {o.verdict.path for o in outcomes}
-    result.records = [Record.of(o.verdict) for o in outcomes]
     for folder in folders:
-        present = {(o.verdict.repo, o.verdict.rfilename) for o in outcomes if o.job.folder is folder}
-        for row in state.files(folder.key):
-            present.add((row.repo, row.rfilename))  # rows outside the folder too: files placement moved
-            path = os.fsdecode(row.path)
-            if path in judged:
-                continue
-            result.records.append(Record(row.status, path, row.repo, row.rfilename,
-                                         row.signature.size if row.signature else None, row.expected_size,
-                                         row.algorithm, row.expected, row.digest, row.commit))
-        for m in folder.manifests.values():
-            for e in m.entries.values():
-                if (m.repo.key, e.rfilename) not in present and folder.config.expects(e.rfilename):
-                    url = m.repo.resolve_url(hub.endpoint, m.commit, e.rfilename) if m.commit and e.safe else None
-                    result.records.append(Record(MISSING, None, m.repo.key, e.rfilename, None, e.size,
-                                                 e.algorithm, e.expected, None, m.commit or None, url))
-    result.records.sort(key=lambda r: (r.repo or "~", r.rfilename or "", r.path or ""))
-    result.hashed_bytes = pool.counters.hashed_bytes
-    result.hashed_files = pool.counters.hashed_files
+        repo_rows = {r.repo: r for r in state.repos(folder.key)}
+        result.watches.append(cover(folder.config, dict(folder.manifests), state.files(folder.key),
+                                    repo_rows=repo_rows, endpoint=hub.endpoint))
+    result.hashed_bytes, result.hashed_files, _ = judge.counters.snapshot()
     result.seconds = time.monotonic() - started
-    return result, [(key, err) for _, key, err in failed]
+    return result, []
+

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import NoReturn, TextIO
 
 from . import __version__
-from .check import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, CheckResult, make_hub, run_check
+from .check import CheckResult, run_check
 from .config import Config, ConfigError, load_config, single_watch_config
+from .exits import ExitCode, UsageError
 from .hub import HubError
-from .logs import Sink, make_logger
-from .manifest import INCOMPLETE, MATCHED, MISMATCH, MISSING, UNKNOWN, RepoRef, SpecError
+from .logs import Log, Sink, make_logger
+from .manifest import RepoRef, SpecError, Status
+from .manifests import make_hub
 from .state import State, StateError
 
-
-class UsageError(Exception):
-    """Bad command line: exit 64."""
+EXIT_OK, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = ExitCode.OK, ExitCode.USAGE, ExitCode.UNAVAILABLE, ExitCode.CONFIG
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--missing", action="store_true", help="list the expected files not matched yet")
     s.add_argument("--urls", action="store_true", help="with --missing: pinned download URLs on stdout")
+    s.add_argument("--files", action="store_true", help="every file's record as a table")
+    s.add_argument("--aria2", action="store_true",
+                   help="with --missing: an aria2c input file that downloads and verifies what is left")
+    s.add_argument("--wget", action="store_true", help="with --missing: a URL list for wget -x -i")
+    s.add_argument("--output", type=Path, metavar="FILE", help="write the list to FILE (atomically), not stdout")
+
+    wt = sub.add_parser("watch", help="the daemon on one folder, without a config file",
+                        description="Run the daemon in the foreground on DIR for REPO (and more repos); Ctrl-C stops.")
+    wt.add_argument("repo", help="org/name, datasets/org/name or spaces/org/name, optionally @revision")
+    wt.add_argument("dir", type=Path, help="the download folder to watch")
+    wt.add_argument("more", nargs="*", metavar="REPO", help="more repos whose files land in DIR")
+    wt.add_argument("--state-dir", type=Path, help="state directory (default: $XDG_STATE_HOME/hfwatchd)")
 
     m = sub.add_parser("manifest", help="fetch a manifest, print or export it")
     m.add_argument("repo", help="org/name, datasets/org/name or spaces/org/name, optionally @revision")
@@ -100,7 +113,7 @@ def _load(args: argparse.Namespace, *, required: bool) -> Config | None:
     return load_config(path)
 
 
-def _console_log(config: Config | None, *, quiet: bool) -> Any:
+def _console_log(config: Config | None, *, quiet: bool) -> tuple[Log, Sink]:
     import logging
 
     try:
@@ -112,15 +125,19 @@ def _console_log(config: Config | None, *, quiet: bool) -> Any:
 
 # --- check -------------------------------------------------------------------------------------
 
-_COLORS = {MATCHED: "32", MISMATCH: "31", INCOMPLETE: "33", MISSING: "33", UNKNOWN: "90"}
+_COLORS = {Status.MATCHED: "32", Status.MISMATCH: "31", Status.INCOMPLETE: "33", Status.MISSING: "33",
+           Status.UNKNOWN: "90"}
 
 
 def _print_check(result: CheckResult, out: TextIO, as_json: bool) -> None:
     if as_json:
         for r in result.records:
-            out.write(json.dumps(r.__dict__, ensure_ascii=True) + "\n")
+            rec = {"status": str(r.status), "path": r.path, "repo": r.repo, "rfilename": r.rfilename, "size": r.size,
+                   "expected_size": r.expected_size, "algorithm": r.algorithm, "expected": r.expected,
+                   "actual": r.digest, "commit": r.commit, "url": r.url if r.status == Status.MISSING else None}
+            out.write(json.dumps(rec, ensure_ascii=True) + "\n")
         return
-    color = out.isatty()
+    color = out.isatty() and not os.environ.get("NO_COLOR")
     for r in result.records:
         status = f"{r.status:<10}"
         if color:
@@ -131,11 +148,11 @@ def _print_check(result: CheckResult, out: TextIO, as_json: bool) -> None:
         if r.path is not None and r.rfilename and r.path.endswith("/" + r.rfilename):
             what = r.repo or ""
         extra = ""
-        if r.status == INCOMPLETE and r.expected_size is not None:
+        if r.status == Status.INCOMPLETE and r.expected_size is not None:
             extra = f"  ({r.size} of {r.expected_size} bytes)"
-        elif r.status == MISMATCH:
+        elif r.status == Status.MISMATCH:
             extra = "  download again"
-        elif r.status == MISSING and r.url:
+        elif r.status == Status.MISSING and r.url:
             extra = f"  {r.url}"
         out.write(f"{status} {where}  {what}{extra}\n")
     c = result.counts()
@@ -143,6 +160,15 @@ def _print_check(result: CheckResult, out: TextIO, as_json: bool) -> None:
     rate = result.hashed_bytes / result.seconds / 1e6 if result.seconds else 0.0
     out.write(f"{summary}; hashed {result.hashed_files} files, {result.hashed_bytes / 1e6:.1f} MB "
               f"in {result.seconds:.2f}s ({rate:.0f} MB/s)\n")
+
+
+def _one_watch(repos: list[str], folder: Path, state_dir: Path | None) -> Config:
+    for spec in repos:
+        try:
+            RepoRef.parse(spec)
+        except SpecError as exc:
+            raise UsageError(str(exc)) from None
+    return single_watch_config(repos[0], folder, state_dir=state_dir, more=tuple(repos[1:]))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -153,24 +179,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.repo is not None:
         if not args.dir.is_dir():
             raise UsageError(f"{args.dir}: no such folder")
-        try:
-            RepoRef.parse(args.repo)
-        except SpecError as exc:
-            raise UsageError(str(exc)) from None
-        config = single_watch_config(args.repo, args.dir, state_dir=args.state_dir)
+        config = _one_watch([args.repo], args.dir, args.state_dir)
     else:
         loaded = _load(args, required=True)
         assert loaded is not None
         config = loaded
         if args.state_dir is not None:
-            config = Config(**{**config.__dict__, "state_dir": args.state_dir})
+            config = dataclasses.replace(config, state_dir=args.state_dir)
     if args.workers is not None:
         if args.workers < 1:
             raise UsageError("--workers must be at least 1")
-        config = Config(**{**config.__dict__, "workers": args.workers})
+        config = dataclasses.replace(config, workers=args.workers)
     log, sink = _console_log(config, quiet=True)
     state = State(config.state_dir)
-    hub = make_hub(config)
+    hub = make_hub(config, log)
     try:
         result, failed = run_check(config, state, hub, log, progress=False if args.no_progress else None)
     finally:
@@ -188,58 +210,50 @@ def cmd_check(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    if args.dir.exists() and not args.dir.is_dir():
+        raise UsageError(f"{args.dir}: not a folder")
+    config = _one_watch([args.repo, *args.more], args.dir, args.state_dir)
+    from .daemon import run_daemon
+
+    return run_daemon(config)
+
+
 # --- status ------------------------------------------------------------------------------------
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import collect_status
+    from . import status
 
     config = _load(args, required=True)
     assert config is not None
-    missing = args.missing or args.urls
+    lists = [name for name in ("urls", "aria2", "wget") if getattr(args, name)]
+    if len(lists) > 1:
+        raise UsageError("--urls, --aria2 and --wget are different lists: choose one")
+    if args.output is not None and not lists:
+        raise UsageError("--output writes a list: use it with --urls, --aria2 or --wget")
     state = None
     if (config.state_dir / "state.sqlite3").exists():
         state = State(config.state_dir, readonly=True)
     hub = make_hub(config)
     try:
-        watches = collect_status(config, state, hub)
+        watches = status.collect(config, state, hub)
     finally:
         hub.close()
         if state is not None:
             state.close()
+    if lists:
+        return status.write_list(lists[0], watches, args.output)
     if args.json:
-        doc = [
-            {"path": w.path, "unknown": w.unknown, "pending": w.pending,
-             "repos": [{"repo": r.repo, "commit": r.commit, "source": r.source, "expected": r.expected,
-                        "counts": r.counts, "note": r.note, **({"missing": r.todo} if missing else {})}
-                       for r in w.repos]}
-            for w in watches
-        ]
+        from .coverage import status_document
+
+        doc = status_document(watches, with_missing=args.missing)
         sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         return EXIT_OK
-    if args.urls:
-        for w in watches:
-            for r in w.repos:
-                sys.stderr.write(f"# {r.repo} at {r.commit or '?'}: {len(r.todo)} to download into {w.path}\n")
-                for t in r.todo:
-                    if t["url"]:
-                        sys.stdout.write(t["url"] + "\n")
+    if args.files:
+        status.print_files(watches, sys.stdout)
         return EXIT_OK
-    for w in watches:
-        sys.stdout.write(f"{w.path}\n")
-        for r in w.repos:
-            c = r.counts
-            commit = (r.commit or "?")[:12]
-            sys.stdout.write(
-                f"  {r.repo} @ {commit}: {c[MATCHED]}/{r.expected} matched, {c[MISMATCH]} mismatch, "
-                f"{c[INCOMPLETE]} incomplete, {c[MISSING]} missing, {c['pending']} pending"
-                + (f"  ({r.note})" if r.note else "") + "\n"
-            )
-            if missing:
-                for t in r.todo:
-                    sys.stdout.write(f"    {t['status']:<10} {t['rfilename']}\n")
-        if w.unknown:
-            sys.stdout.write(f"  {w.unknown} unknown file(s) match no watched repo\n")
+    status.print_summary(watches, sys.stdout, missing=args.missing, dashboard=status.dashboard(config.state_dir))
     return EXIT_OK
 
 
@@ -247,7 +261,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
-    from .check import make_hub as _make_hub
     from .config import HubConfig, default_endpoint, default_state_dir
 
     try:
@@ -258,7 +271,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     if config is None:
         config = Config(state_dir=default_state_dir(), hub=HubConfig(endpoint=default_endpoint()), watches=())
     _, sink = _console_log(config, quiet=True)
-    hub = _make_hub(config)
+    hub = make_hub(config)
     try:
         loaded = hub.load(ref, refresh=args.refresh)
     except HubError as err:
@@ -316,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_manifest(args)
         if args.command == "open":
             return cmd_open(args)
+        if args.command == "watch":
+            return cmd_watch(args)
         if args.command == "config":
             from .configfile import run as run_config
 
@@ -329,21 +344,14 @@ def main(argv: list[str] | None = None) -> int:
         config = _load(args, required=True)
         assert config is not None
         return run_daemon(config)
-    except UsageError as exc:
-        sys.stderr.write(f"hfwatchd: {exc}\n")
-        return EXIT_USAGE
-    except ConfigError as exc:
-        sys.stderr.write(f"hfwatchd: bad configuration: {exc}\n")
-        return EXIT_CONFIG
-    except StateError as exc:
-        sys.stderr.write(f"hfwatchd: {exc}\n")
-        return EXIT_CONFIG
-    except HubError as exc:
-        sys.stderr.write(f"hfwatchd: {exc}\n")
-        return EXIT_CONFIG if exc.permanent else EXIT_UNAVAILABLE
+    except (UsageError, ConfigError, StateError, HubError) as exc:
+        # each carries its exit code (borg's style): 64 usage, 78 configuration, 74/75 state, 69 the Hub
+        prefix = "bad configuration: " if isinstance(exc, ConfigError) else ""
+        sys.stderr.write(f"hfwatchd: {prefix}{exc}\n")
+        return int(exc.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("hfwatchd: interrupted; verdicts so far are kept\n")
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
 

@@ -9,13 +9,13 @@ import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 CHUNK_SIZE = 4 << 20  # 4 MiB: hashlib releases the GIL for it, and each GIL hand-over buys ~2 ms of hashing
 
-SHA256 = "sha256"
-GIT_SHA1 = "git-sha1"
-ALGORITHMS = (SHA256, GIT_SHA1)
+Algorithm = Literal["sha256", "git-sha1"]
+SHA256: Algorithm = "sha256"
+GIT_SHA1: Algorithm = "git-sha1"
 
 
 class NotRegularFile(OSError):
@@ -75,7 +75,7 @@ class StreamHasher:
 
     __slots__ = ("_git", "_sha", "offset")
 
-    def __init__(self, algorithms: frozenset[str], size: int) -> None:
+    def __init__(self, algorithms: frozenset[Algorithm], size: int) -> None:
         self._sha = hashlib.sha256() if SHA256 in algorithms else None
         self._git = None
         if GIT_SHA1 in algorithms:
@@ -98,8 +98,8 @@ class StreamHasher:
             self._git.update(data)
         self.offset += len(data)
 
-    def digests(self) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def digests(self) -> dict[Algorithm, str]:
+        out: dict[Algorithm, str] = {}
         if self._sha is not None:
             out[SHA256] = self._sha.hexdigest()
         if self._git is not None:
@@ -130,14 +130,14 @@ class StreamHasher:
 
 def hash_file(
     path: str | bytes,
-    algorithms: frozenset[str],
+    algorithms: frozenset[Algorithm],
     *,
     expected: Signature | None = None,
     progress: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
     buf: bytearray | None = None,
     resume: StreamHasher | None = None,
-) -> tuple[dict[str, str], Signature]:
+) -> tuple[dict[Algorithm, str], Signature]:
     """Hash a regular file with the given algorithms in one streaming pass (or finish `resume`'s).
 
     Raises FileChanged if the file is not the one `expected` describes, or if it

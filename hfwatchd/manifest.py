@@ -5,29 +5,47 @@ Nothing here touches files, threads or the network, so every rule is testable wi
 
 from __future__ import annotations
 
+import enum
 import json
 import posixpath
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Literal, Union
 from urllib.parse import quote, unquote
 
-from .hashing import GIT_SHA1, SHA256
+from .hashing import GIT_SHA1, SHA256, Algorithm
 
-REPO_TYPES = ("model", "dataset", "space")
 _PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$|^[A-Za-z0-9]$")
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+HEX40 = re.compile(r"^[0-9a-f]{40}$")  # a commit sha or a git blob id
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
-MATCHED = "matched"
-MISMATCH = "mismatch"
-INCOMPLETE = "incomplete"
-MISSING = "missing"
-UNKNOWN = "unknown"
-PENDING = "pending"
-STATUSES = (PENDING, MATCHED, MISMATCH, INCOMPLETE, MISSING, UNKNOWN)
+if sys.version_info >= (3, 11):
+    _StrEnum = enum.StrEnum
+else:  # pragma: no cover - Python 3.10
+
+    class _StrEnum(str, enum.Enum):
+        def __str__(self) -> str:
+            return str(self.value)
+
+
+class Status(_StrEnum):
+    """A file's state; the values are the wire format (log events, JSON, the state store)."""
+
+    PENDING = "pending"  # seen, not judged yet
+    MATCHED = "matched"
+    MISMATCH = "mismatch"  # same size or larger, wrong content: download again
+    INCOMPLETE = "incomplete"  # shorter than expected, or a downloader's control file is beside it
+    MISSING = "missing"  # in the manifest, no local file
+    UNKNOWN = "unknown"  # a local file that matches no manifest entry
+
+
+MATCHED, MISMATCH, INCOMPLETE = Status.MATCHED, Status.MISMATCH, Status.INCOMPLETE
+MISSING, UNKNOWN, PENDING = Status.MISSING, Status.UNKNOWN, Status.PENDING
+STATUSES = tuple(Status)
+MatchedBy = Literal["path", "name", "content"]  # how a local file was mapped to its entry (design.md 3)
 
 
 class SpecError(ValueError):
@@ -97,7 +115,7 @@ class ManifestEntry:
     blob_id: str | None  # git blob SHA-1 (for LFS files, that of the pointer)
 
     @property
-    def algorithm(self) -> str:
+    def algorithm(self) -> Algorithm:
         return SHA256 if self.sha256 else GIT_SHA1
 
     @property
@@ -160,7 +178,7 @@ def parse_manifest_document(doc: Any, repo: RepoRef, *, where: str) -> tuple[str
                 raise SpecError(f"{where}: files[{path!r}].size must be a non-negative integer")
             if sha is not None and (not isinstance(sha, str) or not _HEX64.fullmatch(sha)):
                 raise SpecError(f"{where}: files[{path!r}].sha256 must be 64 lowercase hex digits")
-            if blob is not None and (not isinstance(blob, str) or not _HEX40.fullmatch(blob)):
+            if blob is not None and (not isinstance(blob, str) or not HEX40.fullmatch(blob)):
                 raise SpecError(f"{where}: files[{path!r}].blob_id must be 40 lowercase hex digits")
             if sha is None and blob is None:
                 raise SpecError(f"{where}: files[{path!r}] has neither sha256 nor blob_id")
@@ -240,8 +258,8 @@ class Plan:
 
     by_name: tuple[Candidate, ...]  # from its path or its name: judged against these
     by_content: bool  # some entry of the watched manifests has this size: its digests may identify it
-    algorithms: frozenset[str]
-    how: str | None = None  # path | name: how by_name was found
+    algorithms: frozenset[Algorithm]
+    how: MatchedBy | None = None  # path | name: how by_name was found
     index: Index | None = None  # where a digest is looked up when by_content
 
     @property
@@ -253,7 +271,7 @@ class Plan:
 class Verdict:
     """The judgement of one local file."""
 
-    status: str
+    status: Status
     path: str
     size: int
     repo: str | None = None
@@ -261,10 +279,10 @@ class Verdict:
     rfilename: str | None = None
     commit: str | None = None
     expected_size: int | None = None
-    algorithm: str | None = None
+    algorithm: Algorithm | None = None
     expected: str | None = None
     actual: str | None = None
-    matched_by: str | None = None  # path | name | content
+    matched_by: MatchedBy | None = None
 
 
 _Slot = Union["ManifestEntry", tuple["ManifestEntry", ...]]
@@ -288,7 +306,7 @@ def _all(slot: _Slot | None) -> tuple[ManifestEntry, ...]:
     return slot if isinstance(slot, tuple) else (slot,)
 
 
-_ALG_BIT = {SHA256: 1, GIT_SHA1: 2}
+_ALG_BIT: dict[Algorithm, int] = {SHA256: 1, GIT_SHA1: 2}
 
 
 class _Lookup:
@@ -333,7 +351,7 @@ class Index:
         by_name: tuple[Candidate, ...] = tuple(
             Candidate(m, e) for m, _ in pairs if (e := m.entries.get(relpath)) is not None
         )
-        how: str | None = "path" if by_name else None
+        how: MatchedBy | None = "path" if by_name else None
         if not by_name:
             base = posixpath.basename(relpath)
             for name in (base, *original_names(base)):
@@ -353,7 +371,7 @@ class Index:
                 algorithms.add(c.entry.algorithm)
         return Plan(by_name, bool(bits), frozenset(algorithms), how, self)
 
-    def by_digest(self, size: int, digests: Mapping[str, str]) -> Candidate | None:
+    def by_digest(self, size: int, digests: Mapping[Algorithm, str]) -> Candidate | None:
         """The first entry, in repo order, whose size and digest these are."""
         for m, lk in zip(self.manifests, self._lookups, strict=True):
             for alg, digest in digests.items():
@@ -363,7 +381,8 @@ class Index:
         return None
 
 
-def _verdict(status: str, path: str, size: int, c: Candidate | None, actual: str | None, how: str | None) -> Verdict:
+def _verdict(status: Status, path: str, size: int, c: Candidate | None, actual: str | None,
+             how: MatchedBy | None) -> Verdict:
     if c is None:
         return Verdict(status, path, size, actual=actual)
     return Verdict(
@@ -382,12 +401,12 @@ def _verdict(status: str, path: str, size: int, c: Candidate | None, actual: str
     )
 
 
-def _matches(c: Candidate, size: int, digests: Mapping[str, str]) -> bool:
+def _matches(c: Candidate, size: int, digests: Mapping[Algorithm, str]) -> bool:
     e = c.entry
     return (e.size is None or e.size == size) and digests.get(e.algorithm) == e.expected
 
 
-def decide(plan: Plan, path: str, size: int, digests: Mapping[str, str]) -> Verdict:
+def decide(plan: Plan, path: str, size: int, digests: Mapping[Algorithm, str]) -> Verdict:
     """Judge a file from its plan and the digests computed for it."""
     how = plan.how
     for c in plan.by_name:

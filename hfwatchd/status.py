@@ -1,101 +1,146 @@
-"""Answers from the state store, without hashing and without the Hub: counts, missing files, their URLs."""
+"""`status`: the coverage of every watch from the state store and the manifest cache, without hashing."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
+import sys
+from pathlib import Path
+from typing import TextIO
 
-from .config import Config
+from .config import Config, RepoConfig
+from .coverage import WatchCoverage, cover
+from .exits import UsageError
 from .hub import Hub, HubError
-from .manifest import INCOMPLETE, MATCHED, MISMATCH, MISSING, PENDING, STATUSES, UNKNOWN, Manifest, RepoRef
+from .manifest import Manifest
+from .state import State
 
 
-@dataclass
-class RepoStatus:
-    repo: str
-    revision: str
-    commit: str | None
-    endpoint: str
-    source: str | None
-    expected: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
-    todo: list[dict[str, Any]] = field(default_factory=list)  # expected files not matched yet
-    note: str | None = None
-
-
-@dataclass
-class WatchStatus:
-    path: str
-    repos: list[RepoStatus] = field(default_factory=list)
-    unknown: int = 0
-    pending: int = 0
-
-
-def _manifest_for(hub: Hub, config_repo: Any, commit: str | None) -> Manifest | None:
-    if config_repo.manifest is not None:
+def _manifest_for(hub: Hub, rc: RepoConfig, commit: str | None) -> Manifest | None:
+    if rc.manifest is not None:
         try:
-            return hub.load(config_repo.ref, manifest_file=config_repo.manifest).manifest
+            return hub.load(rc.ref, manifest_file=rc.manifest).manifest
         except HubError:
             return None
-    m = hub.manifest_at(config_repo.ref, commit) if commit else None
+    m = hub.manifest_at(rc.ref, commit) if commit else None
     if m is None:
         # nothing judged yet (no check, no daemon run): every expected file is still to download,
         # so fetch the manifest (cache or Hub) rather than answer "nothing to do"
         try:
-            m = hub.load(config_repo.ref).manifest
+            m = hub.load(rc.ref).manifest
         except HubError:
             return None
     return m
 
 
-def collect_status(config: Config, state: Any, hub: Hub) -> list[WatchStatus]:
-    """Per watch and repo: counts per status, and the expected files still to download."""
-    out: list[WatchStatus] = []
+def collect(config: Config, state: State | None, hub: Hub) -> list[WatchCoverage]:
+    """Per watch: every expected entry with its local files, the unknown files, counts and bytes."""
+    out: list[WatchCoverage] = []
     for w in config.watches:
         key = os.path.abspath(w.path)
-        ws = WatchStatus(key)
         rows = state.files(key) if state is not None else []
         repo_rows = {r.repo: r for r in state.repos(key)} if state is not None else {}
-        by_repo: dict[str, dict[str, list[Any]]] = {}
-        for row in rows:
-            if row.repo is None:
-                if row.status == UNKNOWN:
-                    ws.unknown += 1
-                elif row.status == PENDING:
-                    ws.pending += 1
-                continue
-            by_repo.setdefault(row.repo, {}).setdefault(row.rfilename or "", []).append(row)
+        manifests = {}
         for rc in w.repos:
             rr = repo_rows.get(rc.ref.key)
-            rs = RepoStatus(str(rc.ref), rc.ref.revision, rr.commit if rr else None,  # commit set below if None
-                            (rr.endpoint if rr and rr.endpoint else config.hub.endpoint), rr.source if rr else None)
-            files = by_repo.get(rc.ref.key, {})
-            for entries in files.values():
-                for row in entries:
-                    rs.counts[row.status] = rs.counts.get(row.status, 0) + 1
-            m = _manifest_for(hub, rc, rs.commit)
-            if m is None:
-                rs.note = "no manifest: the Hub is unreachable and nothing is cached; run `hfwatchd check` once"
-                ws.repos.append(rs)
-                continue
-            rs.commit = rs.commit or m.commit or None
-            for e in m.entries.values():
-                if not w.expects(e.rfilename):
-                    continue
-                rs.expected += 1
-                statuses = {r.status for r in files.get(e.rfilename, [])}
-                if MATCHED in statuses:
-                    continue
-                status = next((s for s in (MISMATCH, INCOMPLETE, PENDING) if s in statuses), MISSING)
-                if status == MISSING:
-                    rs.counts[MISSING] += 1
-                url = None
-                if m.commit and e.safe:
-                    url = RepoRef(rc.ref.repo_type, rc.ref.repo_id, m.commit).resolve_url(rs.endpoint, m.commit,
-                                                                                        e.rfilename)
-                rs.todo.append({"rfilename": e.rfilename, "status": status, "size": e.size, "url": url})
-            ws.repos.append(rs)
-        out.append(ws)
+            manifests[rc.ref.key] = _manifest_for(hub, rc, rr.commit if rr is not None else None)
+        out.append(cover(w, manifests, rows, repo_rows=repo_rows, endpoint=config.hub.endpoint))
     return out
 
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def dashboard(state_dir: Path) -> str | None:
+    """The page's URL while a daemon serves it (None before the web module or without a daemon)."""
+    try:
+        from .web import read_dashboard
+    except ImportError:  # pragma: no cover
+        return None
+    return read_dashboard(state_dir)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\n", "\\n").replace("\r", "\\r")
+
+
+def print_summary(watches: list[WatchCoverage], out: TextIO, *, missing: bool, dashboard: str | None) -> None:
+    for w in watches:
+        out.write(f"{_one_line(w.path)}\n")
+        for r in w.repos:
+            c = r.counts
+            commit = (r.commit or "?")[:12]
+            out.write(
+                f"  {r.repo} @ {commit}: {c['matched']}/{r.expected} matched "
+                f"({_size(r.bytes_matched)} of {_size(r.bytes_expected)}), {c['mismatch']} mismatch, "
+                f"{c['incomplete']} incomplete, {c['missing']} missing, {c['pending']} pending"
+                + (f"  ({r.note})" if r.note else "") + "\n"
+            )
+            if missing:
+                for t in r.todo():
+                    out.write(f"    {t.status:<10} {_one_line(t.rfilename or '')}\n")
+        if w.unknown:
+            out.write(f"  {len(w.unknown)} unknown file(s) match no watched repo\n")
+    if dashboard:
+        out.write(f"dashboard: {dashboard}\n")
+
+
+def print_files(watches: list[WatchCoverage], out: TextIO) -> None:
+    """Every file's record as a table: status, size, how it was recognised, when, and the name."""
+    from .coverage import iso
+
+    out.write(f"{'STATUS':<10} {'SIZE':>10} {'BY':<7} {'JUDGED':<20} FILE\n")
+    for w in watches:
+        out.write(f"# {_one_line(w.path)}\n")
+        for r in w.records():
+            name = f"{r.repo}:{r.rfilename}" if r.rfilename else ""
+            where = f"  {_one_line(r.path)}" if r.path and not (r.rfilename and r.path.endswith("/" + r.rfilename)) \
+                else ""
+            size = r.size if r.size is not None else r.expected_size
+            out.write(f"{r.status:<10} {_size(size):>10} {r.matched_by or '-':<7} {iso(r.judged_at) or '-':<20} "
+                      f"{_one_line(name or (r.path or ''))}{where if name else ''}\n")
+
+
+def write_list(kind: str, watches: list[WatchCoverage], output: Path | None) -> int:
+    """--urls, --aria2, --wget: the files still to download, to stdout or atomically to `output`."""
+    from . import repair
+
+    notes: list[str] = []
+    if kind == "aria2":
+        text = repair.aria2_input(watches)
+        notes.append("run: aria2c -i " + (str(output) if output else "FILE") + " -x 4 -s 4 -c")
+    elif kind == "wget":
+        text, commands = repair.wget_list(watches)
+        notes.extend("run: " + c.replace("FILE", str(output) if output else "FILE") for c in commands)
+    else:
+        lines: list[str] = []
+        for w in watches:
+            for r in w.repos:
+                todo = r.todo()
+                notes.append(f"# {r.repo} at {r.commit or '?'}: {len(todo)} to download into {w.path}")
+                lines.extend(t.url for t in todo if t.url)
+        text = "".join(u + "\n" for u in lines)
+    count = sum(len([t for t in r.todo() if t.url]) for w in watches for r in w.repos)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        from .hub import atomic_write
+
+        try:
+            atomic_write(output.absolute(), text.encode("utf-8"), make_parents=False)
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+        notes.append(f"{count} file(s) to download, written to {output}")
+    for n in notes:
+        sys.stderr.write(n + "\n")
+    return 0
