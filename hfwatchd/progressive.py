@@ -144,6 +144,7 @@ class Tracker:
             return
         with self._lock:
             if len(self._files) >= self.max_files:
+                self.log.debug("progressive.skipped", path=path, why=f"already following {self.max_files} files")
                 return
         try:
             if not stat.S_ISREG(os.lstat(path).st_mode):
@@ -159,12 +160,18 @@ class Tracker:
         now = time.monotonic()
         with self._lock:
             released = self._released.get(key)
-            if key in self._files or len(self._files) >= self.max_files or (
-                    released is not None and st.st_mtime_ns <= released):
-                # already followed, no room, or judged before this late event and not written since
-                os.close(fd)
+            if key in self._files:
+                why = None
+            elif released is not None and st.st_mtime_ns <= released:
+                why = "judged already"  # a creation event handled after the verdict, the file unchanged since
+            elif len(self._files) >= self.max_files:
+                why = f"already following {self.max_files} files"
+            else:
+                self._files[key] = _Tracked(fd, path, key, Progress(hashlib.sha256(), 0), now, st.st_size, now)
                 return
-            self._files[key] = _Tracked(fd, path, key, Progress(hashlib.sha256(), 0), now, st.st_size, now)
+        os.close(fd)
+        if why is not None:
+            self.log.debug("progressive.skipped", path=path, why=why)
 
     def _drop(self, t: _Tracked, why: str) -> None:
         self._files.pop(t.key, None)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 from urllib.parse import quote
 
 from .exits import ExitCode
@@ -251,34 +251,48 @@ class State:
     def _uri(self, *, readonly: bool) -> str:
         return f"file:{quote(str(self.path))}" + ("?mode=ro" if readonly else "")
 
+    def _open(self, *, readonly: bool) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(self._uri(readonly=readonly), uri=True, check_same_thread=False,
+                                   isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open state database {self.path}: {exc}") from None
+
+    def _failed(self, exc: sqlite3.Error) -> NoReturn:
+        if is_corruption(exc):
+            raise _Damage(str(exc)) from None
+        raise StateError(f"cannot open state database {self.path}: {exc}") from None
+
     def _connect(self) -> sqlite3.Connection:
         """Open and check the database; `_Damage` if it is not a sound SQLite file, StateError otherwise."""
+        if self.readonly or self.path.exists():
+            # checked through a read-only connection: closing it never checkpoints the WAL into a damaged
+            # file nor deletes the WAL, so what is moved aside is what was found
+            db = self._open(readonly=True)
+            try:
+                # quick_check reads every page (60 ms for 100,000 rows, 52 MiB, here; integrity_check, which
+                # also cross-checks indexes against rows, 220 ms): damage in a page no query happens to
+                # touch is found now rather than mid-scan. Damage it misses surfaces as SQLITE_CORRUPT
+                # later and is recovered from the same way.
+                problems = [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
+            except sqlite3.Error as exc:
+                db.close()
+                self._failed(exc)
+            if problems != ["ok"]:
+                db.close()
+                raise _Damage("quick_check: " + "; ".join(problems))
+            if self.readonly:
+                return db
+            db.close()
+        db = self._open(readonly=False)
         try:
-            db = sqlite3.connect(self._uri(readonly=self.readonly), uri=True, check_same_thread=False,
-                                 isolation_level=None, timeout=30)
-        except sqlite3.Error as exc:
-            raise StateError(f"cannot open state database {self.path}: {exc}") from None
-        try:
-            # quick_check reads every page (60 ms for 100,000 rows, 52 MiB, here; integrity_check, which
-            # also cross-checks indexes against rows, 220 ms): damage in a page no query happens to touch
-            # is found now rather than mid-scan. Damage it misses surfaces as SQLITE_CORRUPT later and is
-            # recovered from the same way.
-            problems = [str(r[0]) for r in db.execute("PRAGMA quick_check(5)")]
-            if problems == ["ok"]:
-                self._prepare(db)
+            self._prepare(db)
         except sqlite3.Error as exc:
             db.close()
-            if is_corruption(exc):
-                raise _Damage(str(exc)) from None
-            raise StateError(f"cannot open state database {self.path}: {exc}") from None
-        if problems != ["ok"]:
-            db.close()
-            raise _Damage("quick_check: " + "; ".join(problems))
+            self._failed(exc)
         return db
 
     def _prepare(self, db: sqlite3.Connection) -> None:
-        if self.readonly:
-            return
         db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a committed verdict survives a crash of this process (kill -9);
         # a power cut may roll back the last ones, which are then judged again, never wrongly.
