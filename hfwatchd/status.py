@@ -122,6 +122,9 @@ def write_list(kind: str, watches: list[WatchCoverage], output: Path | None) -> 
     elif kind == "wget":
         text, commands = repair.wget_list(watches)
         notes.extend("run: " + c.replace("FILE", str(output) if output else "FILE") for c in commands)
+        # wget -c keeps a full-size file as it is: a wrong one must go before the list can replace it
+        notes.extend(f"remove first: {t.path}" for w in watches for r in w.repos for t in r.todo()
+                     if t.status == "mismatch" and t.path is not None)
     else:
         lines: list[str] = []
         for w in watches:
