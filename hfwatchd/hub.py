@@ -30,8 +30,6 @@ from .manifest import Manifest, ManifestEntry, RepoRef, SpecError, load_manifest
 if TYPE_CHECKING:
     import httpx2
 
-    from .config import Config
-
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _R = TypeVar("_R")
 MANIFEST_FORMAT = "hfwatchd-manifest/2"  # 1 (no header) was written before caches proved themselves complete
@@ -124,6 +122,11 @@ class HubError(Exception):
         self.retry_in = retry_in
         self.permanent = permanent
 
+    @property
+    def exit_code(self) -> int:
+        """78 when the Hub answered no (the configured repo is wrong), 69 when it could not be reached."""
+        return 78 if self.permanent else 69
+
 
 class _Unavailable(Exception):
     """Raised inside the HTTP client so huggingface_hub's own retry loop does not sleep on it.
@@ -215,13 +218,6 @@ def atomic_write(path: Path, data: bytes, *, make_parents: bool = True) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-
-
-def make_hub(config: Config, *, on_invalid: InvalidCache | None = None) -> Hub:
-    """The Hub client a config asks for; `on_invalid` hears of every cache file that fails its check."""
-    token = read_token_file(config.hub.token_file) if config.hub.token_file else None
-    return Hub(config.hub.endpoint, config.state_dir / "manifests", token=token, ttl=config.hub.manifest_ttl,
-               timeout=config.hub.timeout, on_invalid=on_invalid)
 
 
 def read_token_file(path: Path) -> str:
