@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
-from .config import WatchConfig
 from .manifest import STATUSES, Manifest, RepoRef, Status
-from .state import FileRow, RepoRow
+
+if TYPE_CHECKING:  # types only: the read model touches no file, thread or database
+    from .config import WatchConfig
+    from .state import FileRow, RepoRow
 
 # which status an entry takes when several local files claim it: one good copy is enough
 _BEST = (Status.MATCHED, Status.PENDING, Status.INCOMPLETE, Status.MISMATCH)
@@ -178,8 +180,6 @@ def cover(watch: WatchConfig, manifests: Mapping[str, Manifest | None], rows: It
 
 
 def _with_url(r: FileRecord, url: str) -> FileRecord:
-    from dataclasses import replace
-
     return replace(r, url=url)
 
 

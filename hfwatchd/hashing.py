@@ -9,13 +9,12 @@ import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
+
+from .manifest import GIT_SHA1, SHA256, Algorithm
 
 CHUNK_SIZE = 4 << 20  # 4 MiB: hashlib releases the GIL for it, and each GIL hand-over buys ~2 ms of hashing
 
-Algorithm = Literal["sha256", "git-sha1"]
-SHA256: Algorithm = "sha256"
-GIT_SHA1: Algorithm = "git-sha1"
 
 
 class NotRegularFile(OSError):

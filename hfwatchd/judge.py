@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from .completion import control_file, is_temp_name, placeholder_in_progress
 from .folder import verdict_holds
-from .hashing import SHA256, Algorithm, FileChanged, NotRegularFile, Signature, StreamHasher, hash_file
-from .manifest import INCOMPLETE, MISMATCH, Plan, Status, Verdict, decide
+from .hashing import FileChanged, NotRegularFile, Signature, StreamHasher, hash_file
+from .manifest import INCOMPLETE, MISMATCH, SHA256, Algorithm, Plan, Status, Verdict, decide
 from .pool import Job, Retry
 from .state import FileRow, State, StateError
 

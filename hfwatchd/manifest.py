@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, Union
 from urllib.parse import quote, unquote
 
-from .hashing import GIT_SHA1, SHA256, Algorithm
-
 _PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9_])?$|^[A-Za-z0-9]$")
 HEX40 = re.compile(r"^[0-9a-f]{40}$")  # a commit sha or a git blob id
@@ -45,6 +43,9 @@ class Status(_StrEnum):
 MATCHED, MISMATCH, INCOMPLETE = Status.MATCHED, Status.MISMATCH, Status.INCOMPLETE
 MISSING, UNKNOWN, PENDING = Status.MISSING, Status.UNKNOWN, Status.PENDING
 STATUSES = tuple(Status)
+Algorithm = Literal["sha256", "git-sha1"]  # sha256 for LFS / Xet files, git blob SHA-1 for the rest
+SHA256: Algorithm = "sha256"
+GIT_SHA1: Algorithm = "git-sha1"
 MatchedBy = Literal["path", "name", "content"]  # how a local file was mapped to its entry (design.md 3)
 
 

@@ -26,6 +26,7 @@ python3 -m venv .venv
 
 .venv/bin/ruff check hfwatchd tests bench
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache  # the module layering in pyproject.toml
 
 set +e
 .venv/bin/python -m pytest "$@"
