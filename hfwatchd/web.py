@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .config import parse_listen
@@ -35,6 +35,7 @@ VERDICT_STATUSES = ("matched", "mismatch", "incomplete", "unknown")  # every ser
 SSE_BACKLOG = 256  # events queued per client; a client further behind than this is dropped, never waited for
 MAX_STREAMS = 32  # concurrent /api/events streams: each holds a thread
 RETRY_MS = 2000
+EXIT_NO_PAGE = 69  # EX_UNAVAILABLE: `hfwatchd open` finds no daemon serving a page
 
 
 class Log(Protocol):
@@ -513,3 +514,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass  # the client went away, or close()/a drop shut the socket
         finally:
             web._close_stream(stream)
+
+
+def open_dashboard(state_dir: Path, *, print_only: bool, out: TextIO, err: TextIO) -> int:
+    """`hfwatchd open`: the page in the user's browser, or its URL on `out`; 69 when no daemon serves one."""
+    url = read_dashboard(state_dir)
+    if url is None:
+        err.write(f"hfwatchd: no running daemon serves a page for {state_dir}: start it (systemctl --user start "
+                  "hfwatchd, or hfwatchd --config FILE), and check that [web] listen is not \"\"\n")
+        return EXIT_NO_PAGE
+    if print_only:
+        out.write(url + "\n")
+        return 0
+    import webbrowser
+
+    if webbrowser.open(url):
+        err.write(f"hfwatchd: opened {url.split('?', 1)[0]} in the browser\n")
+        return 0
+    err.write("hfwatchd: no browser found; open this link (it carries this run's token):\n")
+    out.write(url + "\n")
+    return 0
