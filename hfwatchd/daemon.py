@@ -20,7 +20,9 @@ from typing import Any
 
 from . import __version__
 from .actions import Actions
+from .completion import target_of_temp
 from .config import Config, ConfigError, RepoConfig, WatchConfig, load_config
+from .coverage import cover, status_document
 from .exits import ExitCode
 from .folder import WatchedFolder
 from .hooks import HookRunner
@@ -35,6 +37,7 @@ from .scanner import Scanner
 from .state import State, StateError
 from .verdicts import log_verdict, replay
 from .watcher import CandidateHandler, OverflowDetector, WatchError, start_observer, stop_observer
+from .web import Metrics, WebServer, render_metrics
 
 HEALTH_INTERVAL = 5.0  # how often observers and missing folders are looked at: cheap, and rare enough to idle
 
@@ -102,14 +105,65 @@ class Daemon:
         self._overflow = OverflowDetector(lambda: self.control.put(Overflowed()))
         self.hooks = HookRunner(log)
         self.actions = Actions(self.state, log, self.hooks)
-        self.web: Any = None
+        self.web: WebServer | None = None
+
+    # --- the page ------------------------------------------------------------------------------
+
+    def status_document(self) -> list[dict[str, Any]]:
+        """`/api/status`: the same document as `status --json`, from the live manifests, plus downloads."""
+        watches = []
+        downloading: dict[str, list[dict[str, Any]]] = {}
+        followed = self.tracker.downloads()
+        for folder in list(self.folders.values()):
+            repo_rows = {r.repo: r for r in self.state.repos(folder.key)}
+            notes = {rc.ref.key: "waiting for the manifest from the Hub" for rc in folder.config.repos}
+            watches.append(cover(folder.config, dict(folder.manifests), self.state.files(folder.key),
+                                 repo_rows=repo_rows, endpoint=self.hub.endpoint, notes=notes))
+            downloading[folder.key] = [d for p, size, hashed in followed
+                                       if (d := self._download(folder, p, size, hashed)) is not None]
+        return status_document(watches, downloading=downloading)
+
+    @staticmethod
+    def _download(folder: WatchedFolder, path: str, size: int, hashed: int) -> dict[str, Any] | None:
+        """A download in progress, with the entry its name says it will be (when it says)."""
+        rel = folder.relpath(path)
+        if rel is None:
+            return None
+        target = folder.relpath(target_of_temp(path) or path)
+        named = folder.index.plan(target, size).by_name if target is not None else ()
+        c = named[0] if named else None
+        return {"path": path, "size": size, "bytes_hashed": hashed,
+                "rfilename": c.entry.rfilename if c else None, "repo": c.manifest.repo.key if c else None,
+                "expected_size": c.entry.size if c else None}
+
+    def metrics(self) -> str:
+        hashed, _, verdicts = self.judge.counters.snapshot()
+        return render_metrics(Metrics(verdicts={str(k): n for k, n in verdicts.items()}, hashed_bytes=hashed,
+                                      queued=self.pool.backlog(), manifest_failures=self.manifests.failures,
+                                      last_scan=dict(self.scanner.last_scan)))
+
+    def _start_web(self) -> None:
+        listen = self.config.web_listen
+        if not listen:
+            return
+        web = WebServer(listen, self.config.state_dir, status=self.status_document, metrics=self.metrics,
+                        log=self.log)
+        try:
+            web.start()  # logs web.started with the URL (never the token)
+        except OSError as exc:
+            # the page is a convenience: verification goes on without it
+            self.log.error("web.failed", listen=listen, error=exc.strerror or str(exc))
+            return
+        self.web = web
 
     # --- verdicts ------------------------------------------------------------------------------
 
     def _report(self, o: Outcome) -> None:
         """Log one canonical line per verdict (already durable in state), then run the follow-ups."""
         if not o.repeated:
-            log_verdict(self.log, o.verdict, seconds=o.seconds, head_start=o.head_start)
+            line = log_verdict(self.log, o.verdict, seconds=o.seconds, head_start=o.head_start)
+            if line is not None and self.web is not None:
+                self.web.publish(line)
         self.state.mark_logged(os.fsencode(o.verdict.path))
         if not o.repeated:
             self.actions(o)
@@ -300,6 +354,7 @@ class Daemon:
             self._add_folder(w)
         self.log.info("daemon.ready", watches=[f.root for f in self.folders.values()], version=__version__,
                       workers=self.config.workers)
+        self._start_web()
         self.notifier.ready(self._status_line())
         next_rescan = time.monotonic() + self.config.rescan_interval
         next_health = time.monotonic() + HEALTH_INTERVAL
@@ -333,6 +388,8 @@ class Daemon:
         self.pool.stop(timeout=10.0)  # hashing is abandoned within a chunk; an unfinished file stays pending
         self.tracker.stop()
         self.hooks.close(timeout=5.0)
+        if self.web is not None:
+            self.web.close()
         self.scanner.stop()
         self._fetch_q.put(None)
         if self._hub_thread is not None:

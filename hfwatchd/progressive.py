@@ -90,6 +90,19 @@ class Tracker:
         with self._lock:
             self._forget((dev, ino))
 
+    def downloads(self) -> list[tuple[str, int, int]]:
+        """(path now, size, bytes hashed) of every download followed (for the web page): no file I/O but readlink."""
+        out: list[tuple[str, int, int]] = []
+        with self._lock:  # descriptors are closed under this lock: each fd below is still the file's
+            for t in self._files.values():
+                try:
+                    path = os.readlink(f"/proc/self/fd/{t.fd}")  # follows the browser's renames
+                except OSError:
+                    path = t.path
+                if not path.endswith(" (deleted)"):
+                    out.append((path, t.last_size, t.progress.offset))
+        return out
+
     def open_files(self) -> int:
         """How many descriptors the tracker holds right now (at most `max_files`)."""
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 from typing import Any
 
@@ -34,11 +35,15 @@ def verdict_line(v: Verdict, *, seconds: float | None = None, head_start: int = 
     return level, f"file.{v.status}", fields
 
 
-def log_verdict(log: Log, v: Verdict, **kw: Any) -> None:
+def log_verdict(log: Log, v: Verdict, **kw: Any) -> dict[str, Any] | None:
+    """Write the verdict's line; returns the same record as the line holds (for the page's live stream)."""
     line = verdict_line(v, **kw)
-    if line is not None:
-        level, event, fields = line
-        getattr(log, level)(event, **fields)
+    if line is None:
+        return None
+    level, event, fields = line
+    getattr(log, level)(event, **fields)
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")  # structlog's format
+    return {"timestamp": now, "level": level, "event": event, **fields}
 
 
 def _verdict_of(row: FileRow) -> Verdict:
