@@ -116,7 +116,7 @@ def _local(row: FileRow) -> FileRecord:
     return FileRecord(
         Status(row.status), os.fsdecode(row.path), row.repo, row.rfilename,
         row.signature.size if row.signature else None, row.expected_size, row.algorithm, row.digest,
-        row.expected, row.commit, row.judged_at, None,  # TODO matched_by column
+        row.expected, row.commit, row.judged_at, row.matched_by,
     )
 
 

@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS files (
     repo TEXT, revision TEXT, rfilename TEXT, commit_sha TEXT,
     algorithm TEXT, digest TEXT, expected TEXT, expected_size INTEGER,
     judged_at REAL,
+    matched_by TEXT,                -- path | name | content: how the file was mapped to its entry
     logged INTEGER NOT NULL DEFAULT 1  -- 0 from the commit of a verdict until its log line is written
 );
 CREATE INDEX IF NOT EXISTS files_watch ON files (watch, status);
@@ -172,6 +173,7 @@ class FileRow:
     expected: str | None
     expected_size: int | None
     judged_at: float | None
+    matched_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,19 +190,19 @@ class RepoRow:
 
 def _row(r: tuple[object, ...]) -> FileRow:
     (path, watch, dev, ino, size, mtime_ns, status, repo, revision, rfilename, commit, algorithm, digest,
-     expected, expected_size, judged_at) = r
+     expected, expected_size, judged_at, matched_by) = r
     sig = None
     if dev is not None:
         sig = Signature(int(dev), int(ino), int(size), int(mtime_ns))  # type: ignore[call-overload]
     return FileRow(
         bytes(path),  # type: ignore[call-overload]
         str(watch), sig, str(status), repo, revision, rfilename, commit,  # type: ignore[arg-type]
-        algorithm, digest, expected, expected_size, judged_at,  # type: ignore[arg-type]
+        algorithm, digest, expected, expected_size, judged_at, matched_by,  # type: ignore[arg-type]
     )
 
 
 _COLUMNS = ("path, watch, dev, ino, size, mtime_ns, status, repo, revision, rfilename, commit_sha, algorithm, "
-            "digest, expected, expected_size, judged_at")
+            "digest, expected, expected_size, judged_at, matched_by")
 
 
 class State:
@@ -247,6 +249,9 @@ class State:
         except BaseException:
             self._unlock()
             raise
+        self._select = _COLUMNS
+        if readonly and "matched_by" not in {r[1] for r in self._db.execute("PRAGMA table_info(files)")}:
+            self._select = _COLUMNS.replace("matched_by", "NULL")  # a store the daemon has not upgraded yet
 
     def _uri(self, *, readonly: bool) -> str:
         return f"file:{quote(str(self.path))}" + ("?mode=ro" if readonly else "")
@@ -301,6 +306,8 @@ class State:
         columns = {r[1] for r in db.execute("PRAGMA table_info(files)")}
         if "logged" not in columns:  # a database from before verdicts were replayed
             db.execute("ALTER TABLE files ADD COLUMN logged INTEGER NOT NULL DEFAULT 1")
+        if "matched_by" not in columns:  # a database from before per-file records
+            db.execute("ALTER TABLE files ADD COLUMN matched_by TEXT")
         db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     def _connect_fresh(self) -> sqlite3.Connection:
@@ -403,7 +410,7 @@ class State:
 
     def unlogged(self) -> list[FileRow]:
         """Verdicts committed by a run that died before logging them (kill -9 between the two)."""
-        rows = self._read(f"SELECT {_COLUMNS} FROM files WHERE logged = 0 AND status != ?", (PENDING,))
+        rows = self._read(f"SELECT {self._select} FROM files WHERE logged = 0 AND status != ?", (PENDING,))
         return [_row(r) for r in rows]
 
     def _write(self, sql: str, params: tuple[object, ...] | list[tuple[object, ...]], many: bool = False) -> None:
@@ -423,13 +430,13 @@ class State:
     # --- files ---------------------------------------------------------------------------------
 
     def get(self, path: bytes) -> FileRow | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM files WHERE path = ?", (path,))
+        rows = self._read(f"SELECT {self._select} FROM files WHERE path = ?", (path,))
         return _row(rows[0]) if rows else None
 
     def files(self, watch: str | None = None) -> list[FileRow]:
         if watch is None:
-            return [_row(r) for r in self._read(f"SELECT {_COLUMNS} FROM files")]
-        return [_row(r) for r in self._read(f"SELECT {_COLUMNS} FROM files WHERE watch = ?", (watch,))]
+            return [_row(r) for r in self._read(f"SELECT {self._select} FROM files")]
+        return [_row(r) for r in self._read(f"SELECT {self._select} FROM files WHERE watch = ?", (watch,))]
 
     def iter_files(self, watch: str, *, ordered: bool = False) -> Iterator[FileRow]:
         """Stream a watch's rows through a separate read connection: constant memory, writers never wait.
@@ -444,7 +451,7 @@ class State:
             raise StateError(f"cannot read state database {self.path}: {exc}") from None
         try:
             order = " ORDER BY path" if ordered else ""
-            cur = db.execute(f"SELECT {_COLUMNS} FROM files WHERE watch = ?{order}", (watch,))
+            cur = db.execute(f"SELECT {self._select} FROM files WHERE watch = ?{order}", (watch,))
             while batch := cur.fetchmany(1000):
                 for r in batch:
                     yield _row(r)
@@ -474,12 +481,12 @@ class State:
         """
         dev, ino, size, mtime_ns = (sig.dev, sig.ino, sig.size, sig.mtime_ns) if sig else (None, None, v.size, None)
         row = (path, watch, dev, ino, size, mtime_ns, v.status, v.repo, v.revision, v.rfilename,
-               v.commit, v.algorithm, v.actual, v.expected, v.expected_size, time.time(), int(logged))
+               v.commit, v.algorithm, v.actual, v.expected, v.expected_size, time.time(), v.matched_by, int(logged))
 
         def op(db: sqlite3.Connection) -> None:
             db.execute("BEGIN")
             self._flush_logged(db)
-            db.execute(f"INSERT OR REPLACE INTO files ({_COLUMNS}, logged) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            db.execute(f"INSERT OR REPLACE INTO files ({_COLUMNS}, logged) VALUES ({', '.join('?' * 18)})",
                        row)
             db.execute("COMMIT")
 

@@ -50,7 +50,8 @@ def _verdict_of(row: FileRow) -> Verdict:
     return Verdict(Status(row.status), os.fsdecode(row.path), row.signature.size if row.signature else 0,
                    repo=row.repo, revision=row.revision, rfilename=row.rfilename, commit=row.commit,
                    expected_size=row.expected_size, algorithm=row.algorithm,  # type: ignore[arg-type]
-                   expected=row.expected, actual=row.digest)
+                   expected=row.expected, actual=row.digest,
+                   matched_by=row.matched_by)  # type: ignore[arg-type]
 
 
 def replay(state: State, log: Log) -> int:
