@@ -62,6 +62,7 @@ class TestVerdicts:
         assert by["config.json"]["algorithm"] == "git-sha1"
         assert by["config.json"]["actual"] == by["config.json"]["expected"]
 
+    @pytest.mark.pyversions
     def test_every_status_and_exit_1(self, tmp_path: Path, fake_hub: FakeHub, repo: dict[str, bytes]) -> None:
         """matched, mismatch, incomplete, missing and unknown are each reported; a mismatch means exit 1."""
         dl = tmp_path / "dl"

@@ -45,6 +45,7 @@ on_matched = ["echo", "x"]
 
 
 class TestValid:
+    @pytest.mark.pyversions
     def test_full_config_loads(self, tmp_path: Path) -> None:
         """Every documented key is accepted and typed; relative paths are relative to the config file."""
         c = load_config(write(tmp_path, VALID))
@@ -59,6 +60,7 @@ class TestValid:
         assert c.watches[0].hooks.on_matched == ("true",)
         assert c.watches[0].hooks.timeout == 5
 
+    @pytest.mark.pyversions
     def test_example_config_is_valid(self) -> None:
         """config.example.toml, which documents every key, loads."""
         example = Path(__file__).resolve().parent.parent / "config.example.toml"

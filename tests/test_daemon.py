@@ -99,6 +99,7 @@ class TestLifecycle:
 
 
 class TestVerdicts:
+    @pytest.mark.pyversions
     def test_close_write_gives_one_verdict(self, setup: dict[str, Any], daemon_factory: Start) -> None:
         """A file written and closed in place (wget, curl) gets exactly one file.matched with every field."""
         d = daemon_factory(setup["config"])
