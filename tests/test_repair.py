@@ -131,3 +131,37 @@ class TestListOptions:
         r = run_cli("status", "--config", str(cfg), "--missing", "--aria2", env=cli_env(fake_hub, HF_TOKEN=secret))
         assert r.returncode == 0 and secret not in r.stdout and secret not in r.stderr
         assert "Authorization: Bearer $HF_TOKEN" in r.stdout
+
+
+class TestPerFileStatus:
+    def test_status_json_carries_every_files_record(self, setup: tuple[Path, Path, dict[str, bytes]],
+                                                    fake_hub: FakeHub) -> None:
+        """status --json lists, per repo, each file's record from the store: status, how, when, and its URL."""
+        dl, cfg, _ = setup
+        r = run_cli("status", "--config", str(cfg), "--json", hub=fake_hub)
+        assert r.returncode == 0, r.stderr
+        repo = json.loads(r.stdout)[0]["repos"][0]
+        files = {f["rfilename"]: f for f in repo["files"]}
+        good = files["data/train-00000-of-00003.parquet"]
+        assert good["status"] == "matched" and good["matched_by"] == "path" and "url" not in good
+        assert good["path"] == str(dl / "data/train-00000-of-00003.parquet")
+        assert good["judged_at"].endswith("Z") and good["algorithm"] == "sha256" and good["digest"] == good["expected"]
+        bad = files["data/train-00001-of-00003.parquet"]
+        assert bad["status"] == "mismatch" and bad["digest"] != bad["expected"]
+        pinned = f"/datasets/org/shards/resolve/{repo['commit']}/data/train-00001-of-00003.parquet"
+        assert bad["url"].endswith(pinned)
+        missing = files["meta/info.json"]
+        assert missing["status"] == "missing" and "path" not in missing and missing["algorithm"] == "git-sha1"
+        assert repo["counts"]["matched"] == 1 and repo["expected"] == 5
+        assert repo["bytes_expected"] == sum(len(v) for v in content().values())
+        assert repo["bytes_matched"] == 3_000_000
+
+    def test_status_files_table(self, setup: tuple[Path, Path, dict[str, bytes]], fake_hub: FakeHub) -> None:
+        """status --files prints one readable row per file and per missing entry."""
+        _, cfg, _ = setup
+        r = run_cli("status", "--config", str(cfg), "--files", hub=fake_hub)
+        assert r.returncode == 0, r.stderr
+        rows = [line.split() for line in r.stdout.splitlines() if not line.startswith(("#", "STATUS"))]
+        assert sorted(x[0] for x in rows) == ["incomplete", "matched", "mismatch", "missing", "missing"]
+        matched = next(line for line in r.stdout.splitlines() if line.startswith("matched"))
+        assert " path " in matched and "data/train-00000-of-00003.parquet" in matched
