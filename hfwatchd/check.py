@@ -132,37 +132,17 @@ def run_check(config: Config, state: State, hub: Hub, log: Log, *, progress: boo
     loader = threading.Thread(target=lambda: loaded.append(load_all(service, folders)),
                               name="hfwatchd-manifests", daemon=True)
     loader.start()
-    walked: dict[str, list[bytes]] = {}
     pool.start()
     result = CheckResult()
     try:
-        for folder in folders:
-            if not os.path.isdir(folder.root):
-                log.warning("watch.missing", path=folder.root, error="no such folder: every expected file is missing")
-                continue
-            walked[folder.key] = walk(folder, lambda d, e: log.warning("scan.unreadable", path=d, error=e.strerror))
-            for path, size in unvouched(state, folder, walked[folder.key], min_size=PREHASH_MIN):
-                bar.grow(size)
-                pool.submit(Job(folder, path, "prehash"))
+        walked = _walk_and_prehash(folders, state, pool, bar, log)
         loader.join()
         failed = loaded[0] if loaded else []
         if failed or not loaded:
             # judging with part of the manifests would call the other repos' files unknown, or worse
             result.seconds = time.monotonic() - started
             return result, failed
-        for folder in folders:
-            folder.ready = True
-            if folder.key not in walked:
-                continue
-            # the fast path of a re-check: an unchanged file whose verdict still holds is not even queued
-            changed, _, gone = triage(state, folder, walked.pop(folder.key), full=True)
-            for path in changed:
-                if path not in pool.prehashing:
-                    with contextlib.suppress(OSError):
-                        bar.grow(os.lstat(path).st_size)
-                pool.submit(Job(folder, path, "scan"))
-            # files judged earlier that are gone from disk are forgotten, so they count as missing again
-            state.forget_many(gone)
+        _judge_all(folders, walked, state, pool, bar)
         pool.wait_idle()
     finally:
         pool.stop()
@@ -176,3 +156,36 @@ def run_check(config: Config, state: State, hub: Hub, log: Log, *, progress: boo
     result.seconds = time.monotonic() - started
     return result, []
 
+
+
+def _walk_and_prehash(folders: list[WatchedFolder], state: State, pool: Pool, bar: _Progress,
+                      log: Log) -> dict[str, list[bytes]]:
+    """Every folder's files; the large ones the state does not vouch for start hashing (sha256) at once."""
+    walked: dict[str, list[bytes]] = {}
+    for folder in folders:
+        if not os.path.isdir(folder.root):
+            log.warning("watch.missing", path=folder.root, error="no such folder: every expected file is missing")
+            continue
+        walked[folder.key] = walk(folder, lambda d, e: log.warning("scan.unreadable", path=d, error=e.strerror))
+        for path, size in unvouched(state, folder, walked[folder.key], min_size=PREHASH_MIN):
+            bar.grow(size)
+            pool.submit(Job(folder, path, "prehash"))
+    return walked
+
+
+def _judge_all(folders: list[WatchedFolder], walked: dict[str, list[bytes]], state: State, pool: Pool,
+               bar: _Progress) -> None:
+    """Queue every file whose stored verdict does not hold; forget the rows of files gone from disk."""
+    for folder in folders:
+        folder.ready = True
+        if folder.key not in walked:
+            continue
+        # the fast path of a re-check: an unchanged file whose verdict still holds is not even queued
+        changed, _, gone = triage(state, folder, walked.pop(folder.key), full=True)
+        for path in changed:
+            if path not in pool.prehashing:
+                with contextlib.suppress(OSError):
+                    bar.grow(os.lstat(path).st_size)
+            pool.submit(Job(folder, path, "scan"))
+        # files judged earlier that are gone from disk are forgotten, so they count as missing again
+        state.forget_many(gone)
