@@ -239,7 +239,7 @@ footer { max-width: 1200px; margin: 0 auto; padding: 0 1.25rem 2rem; color: var(
     const when = el("td", { class: "when" }, ago(f.judged_at) || "—");
     const get = el("td", {});
     const url = f.url ? safeUrl(f.url) : null;
-    if (url && TODO.includes(f.status)) {
+    if (url && TODO.includes(f.status) && !dl) {  // no second download of a file already on its way
       const a = el("a", { class: "dl-link", href: url, download: baseName(f.rfilename), rel: "noreferrer" },
         f.status === "mismatch" ? "download again" : "download");
       a.setAttribute("aria-label", (f.status === "mismatch" ? "download again " : "download ") + f.rfilename);
@@ -397,7 +397,8 @@ footer { max-width: 1200px; margin: 0 auto; padding: 0 1.25rem 2rem; color: var(
   function connect() {
     source = new EventSource("/api/events");
     source.addEventListener("open", () => { setConn("live", "live"); schedule(0); });
-    source.addEventListener("error", () => { if (!dead) setConn("down", "reconnecting"); });
+    // the stream broke: the daemon stopped, or restarted with a new token; a fetch tells which
+    source.addEventListener("error", () => { if (!dead) { setConn("down", "reconnecting"); schedule(500); } });
     source.addEventListener("message", (m) => {
       let ev;
       try { ev = JSON.parse(m.data); } catch (e) { return; }
