@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -149,6 +149,29 @@ def add(spec: str, folder: Path, path: Path, out: TextIO) -> int:
         raise ConfigFileError(f"{target} is not a folder; the config file is unchanged", EXIT_USAGE)
     # a config file that is a symlink (dotfile managers) is edited where it points, and stays a link
     real = path.resolve() if path.is_symlink() else path
+    with _folder_lock(real.parent):
+        return _add_locked(ref, target, path, real, out)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Two `config add` at once would each write their own edit of the same old text: the second one wins."""
+    import fcntl
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigFileError(f"cannot use {folder}: {_reason(exc)}", EXIT_CONFIG) from None
+    try:
+        with contextlib.suppress(OSError):  # a filesystem without flock: editing stays as safe as a text editor
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _add_locked(ref: RepoRef, target: Path, path: Path, real: Path, out: TextIO) -> int:
     old: str | None
     try:
         old = real.read_text(encoding="utf-8")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -175,6 +177,22 @@ class TestExtend:
         assert run_cli("config", "add", "org/other", str(tmp_path / "dl"), "--config", str(cfg)).returncode == 0
         assert cfg.stat().st_mode & 0o777 == 0o640
         assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "dl"]  # no temporary file left
+
+
+class TestConcurrent:
+    def test_simultaneous_adds_all_land(self, tmp_path: Path) -> None:
+        """Eight `config add` started at once for the same folder all end up in the file (none overwrites another)."""
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(HANDWRITTEN.format(dl=tmp_path / "dl"))
+        repos = [f"org/repo{i}" for i in range(8)]
+        procs = [subprocess.Popen([sys.executable, "-m", "hfwatchd", "config", "add", repo, str(tmp_path / "dl"),
+                                   "--config", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for repo in repos]
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+        listed = [str(rc.ref) for rc in load_config(cfg).watches[0].repos]
+        assert sorted(listed) == sorted(["org/model", *repos])
 
 
 class TestRefused:
