@@ -10,6 +10,7 @@ command -v wget >/dev/null || need+=(wget)
 command -v curl >/dev/null || need+=(curl)
 command -v aria2c >/dev/null || need+=(aria2)
 command -v chromium >/dev/null || need+=(chromium)
+command -v firefox-esr >/dev/null || need+=(firefox-esr)
 if ((${#need[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "installing ${need[*]} with apt-get" >&2

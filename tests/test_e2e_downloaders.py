@@ -1,7 +1,8 @@
 """End to end: real downloaders fetch from the fake Hub's resolve URLs into a folder the daemon watches.
 
 wget, curl, aria2c, headless Chromium (over the DevTools protocol) and `hf download` run for real;
-Firefox's and Chromium's on-disk sequences are also reproduced by hand. Every test synchronises on the
+Chromium's on-disk sequence is also reproduced by hand. Real headless Firefox is in test_e2e_firefox.py,
+hfd's way of running aria2c and wget in test_e2e_hfd.py. Every test synchronises on the
 daemon's log lines, on the downloader's output or on its exit, never on sleeps. "Exactly one verdict"
 is checked after a sentinel file's own verdict, so a late duplicate would be caught.
 """
@@ -9,6 +10,8 @@ is checked after a sentinel file's own verdict, so a late duplicate would be cau
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import os
@@ -17,13 +20,14 @@ import re
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import pytest
 from conftest import DaemonProc, cli_env, write_config
@@ -65,7 +69,7 @@ def run(argv: list[str], *, timeout: float = 60, **kwargs: Any) -> subprocess.Co
     return r
 
 
-def read_until(proc: subprocess.Popen[bytes], stream: BinaryIO, pattern: bytes, timeout: float = 20) -> bytes:
+def read_until(proc: subprocess.Popen[bytes], stream: IO[bytes], pattern: bytes, timeout: float = 20) -> bytes:
     """Read a child's pipe until `pattern` (a regex) shows up in it; fail on timeout or EOF."""
     fd = stream.fileno()
     buf = b""
@@ -105,6 +109,47 @@ def write_chunks(path: Path, data: bytes, *, mode: str = "wb", chunks: int = 8) 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+IN_MODIFY = 0x2
+_IN_CLOSE_WRITE, _IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x8, 0x40, 0x80, 0x100, 0x200
+_KINDS = {IN_MODIFY: "modify", _IN_CLOSE_WRITE: "close", _IN_MOVED_FROM: "moved_from", _IN_MOVED_TO: "moved_to",
+          _IN_CREATE: "create", _IN_DELETE: "delete"}
+
+
+class Inotify:
+    """The kernel's record of what happened in one folder, read after the fact: no thread, no polling."""
+
+    def __init__(self, folder: Path, *, extra: int = 0) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        if libc.inotify_add_watch(self.fd, os.fsencode(folder), (sum(_KINDS) & ~IN_MODIFY) | extra) < 0:
+            os.close(self.fd)
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {folder}")
+        self.events: list[tuple[str, str]] = []
+
+    def read(self) -> list[tuple[str, str]]:
+        """Every (kind, name) queued since the last call, in order, appended to `events`."""
+        while True:
+            try:
+                buf = os.read(self.fd, 1 << 16)
+            except BlockingIOError:
+                return self.events
+            i = 0
+            while i < len(buf):
+                _wd, mask, _cookie, length = struct.unpack_from("iIII", buf, i)
+                name = buf[i + 16 : i + 16 + length].rstrip(b"\0").decode()
+                i += 16 + length
+                assert not mask & 0x4000, "inotify queue overflowed: the trace is not complete"
+                for bit, kind in _KINDS.items():
+                    if mask & bit:
+                        self.events.append((kind, name))
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
 
 
 @dataclass
@@ -473,27 +518,6 @@ class TestHeadlessChromium:
 
 
 # --------------------------------------------------------------------------------------------- browsers on disk
-
-
-class TestFirefoxSequence:
-    @pytest.mark.parametrize(("rel", "part"), [
-        ("model.safetensors", "model.safetensors.k3J9xQ2a.part"),
-        ("model.safetensors", "model.Zp0-_w7B.safetensors.part"),
-        ("config.json", "config.json.aB3dE5gH.part"),
-        ("config.json", "config.aB3dE5gH.json.part"),
-    ])
-    def test_placeholder_then_part_renamed_over_it(self, e2e: E2E, rel: str, part: str) -> None:
-        """Firefox's 0-byte placeholder gets no verdict; the .part renamed over it gets one file.matched."""
-        data = FILES[rel]
-        placeholder = e2e.dir / rel
-        placeholder.open("wb").close()
-        half = len(data) // 2
-        write_chunks(e2e.dir / part, data[:half])
-        write_chunks(e2e.dir / part, data[half:], mode="ab")
-        assert placeholder.stat().st_size == 0
-        os.rename(e2e.dir / part, placeholder)
-        check_matched(e2e, e2e.daemon.wait_for("file.matched", rfilename=rel), rel)
-        e2e.assert_only({rel: ["file.matched"]})
 
 
 class TestChromiumSequence:
