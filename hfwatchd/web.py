@@ -251,7 +251,8 @@ class WebServer:
         self.cookie_name = f"hfwatchd-token-{port}"
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            _write_private(self.state_dir / TOKEN_FILE, self.token.encode("ascii") + b"\n")
+            # no newline: the whole file is the credential (Prometheus's credentials_file)
+            _write_private(self.state_dir / TOKEN_FILE, self.token.encode("ascii"))
             _write_private(self.state_dir / DASHBOARD_FILE, json.dumps(
                 {"url": self.url, "token": self.token, "pid": os.getpid()}).encode("utf-8") + b"\n")
         except OSError:

@@ -340,7 +340,7 @@ class TestToken:
             assert stat.S_IMODE((served.state_dir / name).stat().st_mode) == 0o600, name
         doc = json.loads((served.state_dir / DASHBOARD_FILE).read_text())
         assert doc == {"url": served.url, "token": served.token, "pid": os.getpid()}
-        assert (served.state_dir / TOKEN_FILE).read_text() == served.token + "\n"
+        assert (served.state_dir / TOKEN_FILE).read_text() == served.token
         assert read_dashboard(served.state_dir) == f"{served.url}?token={served.token}"
         assert len(served.token) >= 40
 
