@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -66,6 +66,11 @@ TEMPLATE = """\
 # manifest_ttl = "1h"
 # Timeout of each HTTP request to the Hub.
 # timeout = "30s"
+
+[web]
+# The daemon's page (`hfwatchd open`): files, progress, pinned download links, live verdicts.
+# Loopback only: "127.0.0.1:PORT", "[::1]:PORT" or "localhost:PORT"; port 0 picks a free port; "" turns it off.
+# listen = "127.0.0.1:8711"
 
 # One [[watch]] per download folder; `hfwatchd config add REPO DIR` appends them. Per watch, optionally:
 #   include = ["*.safetensors", "*.json"]   only these manifest files count as expected
@@ -359,22 +364,16 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def reload_daemon(state_dir: Path, *, kill: Callable[[int, int], None] = os.kill) -> str:
+def reload_daemon(state_dir: Path) -> str:
     """SIGHUP to the daemon holding `state_dir`'s lock; the sentence saying what happened."""
-    from . import state
+    from .state import read_lock_pid
 
-    read_lock_pid: Callable[[Path], int | None] | None = getattr(state, "read_lock_pid", None)
-    if read_lock_pid is None:
-        return "if hfwatchd is running, apply the change: systemctl --user reload hfwatchd"
-    try:
-        pid = read_lock_pid(state_dir)
-    except OSError:
-        pid = None
+    pid = read_lock_pid(state_dir)
     if pid is None:
         return ("no hfwatchd is running on this state_dir; start it with `hfwatchd service install` "
                 "(or `hfwatchd --config FILE` in the foreground)")
     try:
-        kill(pid, signal.SIGHUP)
+        os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         return "the daemon has just stopped; the change applies when it starts again"
     except PermissionError:
@@ -411,16 +410,6 @@ def describe(config: Config, path: Path) -> str:
         lines.append(f"  place    {place}" + (f", {w.place_mode}" if w.place != "none" else ""))
         if w.poll:
             lines.append("  poll     true (no inotify)")
-    listen = _web_listen(config)
-    if listen is not None:
-        lines.append(f"web        {listen or 'off'}")
+    lines.append(f"web        {config.web_listen}  (`hfwatchd open` shows the page)" if config.web_listen
+                 else "web        off")
     return "\n".join(lines) + "\n"
-
-
-def _web_listen(config: Config) -> str | None:
-    # [web] lands in config.py separately; read it without depending on its shape
-    web = getattr(config, "web", None)
-    if web is None or isinstance(web, str):
-        return web
-    listen = getattr(web, "listen", None)
-    return None if listen is None else str(listen)

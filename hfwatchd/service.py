@@ -298,26 +298,12 @@ def status(config: Path, out: TextIO) -> int:
 
 
 def _daemon_pid(state_dir: Path) -> int | None:
-    from . import state
+    from .state import read_lock_pid
 
-    read_lock_pid = getattr(state, "read_lock_pid", None)
-    if read_lock_pid is None:
-        return None
-    with contextlib.suppress(OSError):
-        pid: int | None = read_lock_pid(state_dir)
-        return pid
-    return None
+    return read_lock_pid(state_dir)
 
 
 def _dashboard(state_dir: Path) -> str | None:
-    try:
-        from . import web  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        return None
-    read_dashboard = getattr(web, "read_dashboard", None)
-    if read_dashboard is None:
-        return None
-    with contextlib.suppress(OSError):
-        url: str | None = read_dashboard(state_dir)
-        return url
-    return None
+    from .web import read_dashboard
+
+    return read_dashboard(state_dir)

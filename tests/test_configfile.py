@@ -296,6 +296,15 @@ class TestCheck:
         assert "  repo     datasets/org/d@v1" in lines and "  repo     spaces/org/s" in lines
         assert f"  place    hf-cache -> {tmp_path}/cache, copy" in lines
         assert lines.count("  place    none") == 1
+        assert lines[-1] == "web        127.0.0.1:8711  (`hfwatchd open` shows the page)"
+
+    def test_web_off_is_shown(self, tmp_path: Path) -> None:
+        """A config that turns the page off says so."""
+        cfg = tmp_path / "c.toml"
+        cfg.write_text('[web]\nlisten = ""\n[[watch]]\npath = "/x"\nrepos = ["org/model"]\n')
+        r = run_cli("config", "check", "--config", str(cfg))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[-1] == "web        off"
 
     def test_invalid_config_exits_78_with_the_key(self, tmp_path: Path) -> None:
         """`config check` on a config the daemon would refuse exits 78 naming the key, without a traceback."""

@@ -7,11 +7,13 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, DaemonProc, write_config
+from fakehub import FakeHub
 
 from hfwatchd.service import daemon_command, render_unit
 
@@ -281,6 +283,23 @@ class TestStatus:
         r = bare.run("service", "status")
         assert r.returncode == 3
         assert "no daemon runs on this state_dir" in r.stdout and "(not installed" in r.stdout
+
+
+    def test_running_daemon_and_its_dashboard(self, bare: Sandbox, fake_hub: FakeHub,
+                                              daemon_factory: Callable[..., DaemonProc]) -> None:
+        """With a daemon running on the config's state_dir, status names its PID and the page's URL, exit 0."""
+        fake_hub.add_repo("org/model", {"config.json": b"{}\n"})
+        bare.config.parent.mkdir(parents=True)
+        write_config(bare.config, hub=fake_hub, watches=[{"path": bare.tmp / "dl", "repos": ["org/model"]}],
+                     state_dir=bare.tmp / "state")
+        with bare.config.open("a") as f:
+            f.write('[web]\nlisten = "127.0.0.1:0"\n')
+        d = daemon_factory(bare.config)
+        url = d.wait_for("web.started")["url"]
+        r = bare.run("service", "status")
+        assert r.returncode == 0, r.stdout
+        assert f"a daemon runs on this state_dir (PID {d.proc.pid})" in r.stdout
+        assert f"dashboard: {url}?token=" in r.stdout
 
 
 class TestDaemonCommand:
