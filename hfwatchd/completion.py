@@ -16,7 +16,7 @@ _TEMP_GLOBS = (".org.chromium.Chromium.*", ".syncthing.*.tmp", "~syncthing~*", "
 # cache and hfd's state (`.hfd/aria2c_urls.txt`, `.hfd/repo_metadata.json`, ...)
 METADATA_DIRS = (".cache/huggingface", ".hfd")
 BROWSER_TEMP_SUFFIXES = (".part", ".crdownload")
-# Firefox 153 renames its first temp file ~10-60 ms after it creates the placeholder, so a few
+# Firefox 153 renames its first temp file 10-250 ms (measured) after it creates the placeholder, so a few
 # seconds of grace is plenty, and short enough that a stale temp file soon stops counting
 BROWSER_TEMP_RECENT = 10.0
 _FIREFOX_PART = re.compile(r"^(?P<stem>.+?)\.[A-Za-z0-9_-]{8}(?P<ext>\.[^.]+)?\.part$")
@@ -72,7 +72,7 @@ def placeholder_in_progress(path: str, *, recent: float = BROWSER_TEMP_RECENT, n
       or Chromium's `Unconfirmed N.crdownload`; or
     * whatever its name, changed (ctime: written, created or renamed) less than `recent` seconds
       before `now` (default: the clock). Firefox 153 writes into `<8 random chars>.<ext>.part`,
-      creates the placeholder, and only ~10-60 ms later renames the temp file to a name that shares
+      creates the placeholder, and only 10-250 ms later renames the temp file to a name that shares
       X's stem; in that window nothing but timing ties the two. The extension is not compared:
       Firefox calls the temp file of `data.tar.gz` `<8 chars>.tar.part`.
 

@@ -1,7 +1,7 @@
 """End to end: real headless Firefox ESR downloads from the fake Hub into a folder the daemon watches.
 
 Firefox 153 writes into `<8 random chars>.<ext>.part`, creates the 0-byte placeholder X, and only
-~10-60 ms later renames the temp file to `<stem>.<8 chars>.<ext>.part` (or, for a small file, straight
+10-250 ms later renames the temp file to `<stem>.<8 chars>.<ext>.part` (or, for a small file, straight
 over X). A kernel inotify queue, read after the fact (no thread), records that sequence for every
 download, so each test proves the race really happened on disk, not just that the verdict came.
 """
