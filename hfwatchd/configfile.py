@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -134,13 +132,14 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 # --- add ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Edit:
     """What `add` decided: the new text and the sentence that tells the user what changed."""
 
-    text: str
-    message: str
-    changed: bool
+    # a plain class: every command's parser imports this module, and @dataclass compiles code at import
+    __slots__ = ("changed", "message", "text")
+
+    def __init__(self, text: str, message: str, changed: bool) -> None:
+        self.text, self.message, self.changed = text, message, changed
 
 
 def add(spec: str, folder: Path, path: Path, out: TextIO) -> int:
@@ -366,6 +365,8 @@ def _reason(exc: BaseException) -> str:
 
 def reload_daemon(state_dir: Path) -> str:
     """SIGHUP to the daemon holding `state_dir`'s lock; the sentence saying what happened."""
+    import signal
+
     from .state import read_lock_pid
 
     pid = read_lock_pid(state_dir)
