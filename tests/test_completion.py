@@ -140,3 +140,35 @@ class TestPlaceholderInProgress:
     def test_missing_folder(self, tmp_path: Path) -> None:
         """A placeholder whose folder has gone is not in progress (and does not raise)."""
         assert not placeholder_in_progress(str(tmp_path / "gone" / "model.safetensors"))
+
+
+class TestMeasuredSequences:
+    def test_firefox_153_big_file(self, tmp_path: Path) -> None:
+        """Firefox 153's sequence for a big file, as measured: X is in progress at every step until the final rename."""
+        x = tmp_path / "model.safetensors"
+        brief = touch(tmp_path / "WfDxzwF5.safetensors")  # created, closed and deleted within 0.1 ms
+        brief.unlink()
+        first = touch(tmp_path / "WfDxzwF5.safetensors.part", b"\0" * 786432)
+        touch(x)  # the placeholder: nothing beside it shares its stem yet
+        assert placeholder_in_progress(str(x))
+        second = tmp_path / "model.trG0lH_h.safetensors.part"
+        first.rename(second)  # 10-250 ms later
+        assert placeholder_in_progress(str(x))
+        assert placeholder_in_progress(str(x), now=time.time() + LATER)  # a stalled download stays in progress
+
+    def test_firefox_153_small_file(self, tmp_path: Path) -> None:
+        """A small file's first temp file is renamed straight over X: X is in progress until then, by timing alone."""
+        x = tmp_path / "config.json"
+        touch(tmp_path / "6iw88Rkj.json.part", b"{}\n")  # already complete when X appears
+        touch(x)
+        assert placeholder_in_progress(str(x))
+        assert not placeholder_in_progress(str(x), now=time.time() + LATER)  # only the timing ties them
+
+    def test_chromium(self, tmp_path: Path) -> None:
+        """Chromium's Unconfirmed N.crdownload, then X.crdownload and the 0-byte X: in progress throughout."""
+        x = tmp_path / "model.safetensors"
+        unconfirmed = touch(tmp_path / "Unconfirmed 123456.crdownload", b"partial")
+        touch(x)
+        assert placeholder_in_progress(str(x), now=time.time() + LATER)
+        unconfirmed.rename(tmp_path / "model.safetensors.crdownload")
+        assert placeholder_in_progress(str(x), now=time.time() + LATER)
