@@ -199,6 +199,7 @@ class TestRecordsUnchanged:
 
 
 class TestDaemonOnATerminal:
+    @pytest.mark.pyversions
     def test_verdict_reads_as_one_line_on_a_tty(self, tmp_path: Path, fake_hub: FakeHub) -> None:
         """The daemon with stderr on a terminal prints a readable verdict line; its log_file keeps the JSON."""
         data = b'{"architectures": ["Bert"]}\n'
