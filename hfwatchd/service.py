@@ -155,14 +155,15 @@ def _systemctl(systemctl: str, *args: str, out: TextIO) -> bool:
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=SYSTEMCTL_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
-        out.write(f"hfwatchd: systemctl --user {' '.join(args)} did not answer within {SYSTEMCTL_TIMEOUT:.0f}s\n")
+        sys.stderr.write(f"hfwatchd: systemctl --user {' '.join(args)} did not answer "
+                         f"within {SYSTEMCTL_TIMEOUT:.0f}s\n")
         return False
     except OSError as exc:
-        out.write(f"hfwatchd: cannot run {systemctl}: {exc.strerror}\n")
+        sys.stderr.write(f"hfwatchd: cannot run {systemctl}: {exc.strerror}\n")
         return False
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip()
-        out.write(f"hfwatchd: systemctl --user {' '.join(args)} failed (exit {done.returncode})"
+        sys.stderr.write(f"hfwatchd: systemctl --user {' '.join(args)} failed (exit {done.returncode})"
                   + (f": {message}" if message else "") + "\n")
         return False
     return True
@@ -177,11 +178,11 @@ def install(config: Path, out: TextIO) -> int:
         loaded = load_config(config)
     except ConfigError as exc:
         if not config.exists():
-            out.write(f"hfwatchd: no config file at {config}; create it first:\n"
+            sys.stderr.write(f"hfwatchd: no config file at {config}; create it first:\n"
                       f"  hfwatchd config add REPO DIR" + ("" if _is_default(config) else f" --config {config}")
                       + "\n")
         else:
-            out.write(f"hfwatchd: bad configuration, no service installed: {exc}\n")
+            sys.stderr.write(f"hfwatchd: bad configuration, no service installed: {exc}\n")
         return EXIT_CONFIG
     command = daemon_command()
     unit = unit_dir() / UNIT_NAME
@@ -196,7 +197,7 @@ def install(config: Path, out: TextIO) -> int:
         try:
             atomic_write_text(unit, text, mode=0o644)
         except OSError as exc:
-            out.write(f"hfwatchd: cannot write {unit}: {exc.strerror}\n")
+            sys.stderr.write(f"hfwatchd: cannot write {unit}: {exc.strerror}\n")
             return EXIT_FAILED
         out.write(f"{'wrote' if before is None else 'updated'} {unit}\n")
     else:
@@ -280,7 +281,7 @@ def status(config: Path, out: TextIO) -> int:
             done = subprocess.run([systemctl, "--user", "status", "--no-pager", UNIT_NAME], capture_output=True,
                                   text=True, timeout=SYSTEMCTL_TIMEOUT, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            out.write(f"hfwatchd: systemctl --user status did not answer: {exc}\n")
+            sys.stderr.write(f"hfwatchd: systemctl --user status did not answer: {exc}\n")
             rc = EXIT_FAILED
         else:
             out.write(done.stdout + done.stderr)

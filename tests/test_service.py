@@ -175,7 +175,7 @@ class TestInstallWithoutSystemd:
         """Without a config file, install writes nothing, exits 78 and names `hfwatchd config add REPO DIR`."""
         r = bare.run("service", "install")
         assert r.returncode == 78
-        assert "hfwatchd config add REPO DIR" in r.stdout and "Traceback" not in r.stderr
+        assert "hfwatchd config add REPO DIR" in r.stderr and "Traceback" not in r.stderr
         assert not bare.unit.exists()
 
     def test_invalid_config_is_not_installed(self, bare: Sandbox) -> None:
@@ -183,7 +183,7 @@ class TestInstallWithoutSystemd:
         bare.config.parent.mkdir(parents=True)
         bare.config.write_text("workers = 0\n")
         r = bare.run("service", "install")
-        assert r.returncode == 78 and "workers" in r.stdout
+        assert r.returncode == 78 and "workers" in r.stderr
         assert not bare.unit.exists()
 
     def test_hub_environment_is_carried_but_never_the_token(self, bare: Sandbox) -> None:
@@ -234,7 +234,7 @@ class TestInstallWithSystemd:
         managed.write_config()
         r = managed.run("service", "install", FAKE_ENABLE_RC="1")
         assert r.returncode == 1
-        assert "fake refusal" in r.stdout and managed.unit.is_file()
+        assert "fake refusal" in r.stderr and managed.unit.is_file()
 
 
 class TestUninstall:
