@@ -152,7 +152,7 @@ class Daemon:
             web.start()  # logs web.started with the URL (never the token)
         except OSError as exc:
             # the page is a convenience: verification goes on without it
-            self.log.error("web.failed", listen=listen, error=exc.strerror or str(exc))
+            self.log.warning("web.failed", listen=listen, error=exc.strerror or str(exc))
             return
         self.web = web
 
