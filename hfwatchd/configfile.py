@@ -258,16 +258,14 @@ def edit_text(old: str | None, ref: RepoRef, folder: Path, *, base: Path) -> Edi
         aot = tomlkit.aot()
         aot.append(table)
         doc.append("watch", aot)
-    else:
-        last = watches[-1] if len(watches) else None
-        if last is not None and hasattr(last, "as_string") and not last.as_string().endswith("\n\n"):
-            last.add(tomlkit.nl())  # a blank line between two [[watch]] tables, as a person writes them
-        if isinstance(watches, tomlkit.items.AoT):
-            watches.append(table)
-        else:  # `watch = [{ ... }]` written inline
-            inline = tomlkit.inline_table()
-            inline.update({"path": str(folder), "repos": [str(ref)]})
-            watches.append(inline)
+    elif isinstance(watches, tomlkit.items.AoT):
+        if len(watches) and not watches[-1].as_string().endswith("\n\n"):
+            watches[-1].add(tomlkit.nl())  # a blank line between two [[watch]] tables, as a person writes them
+        watches.append(table)
+    else:  # `watch = [{ ... }]` written inline
+        inline = tomlkit.inline_table()
+        inline.update({"path": str(folder), "repos": [str(ref)]})
+        watches.append(inline)
     # the blank line that separates tables would otherwise be left dangling at the end of the file
     return Edit(tomlkit.dumps(doc).rstrip("\n") + "\n", f"added a watch of {folder} for {ref}", True)
 

@@ -139,6 +139,17 @@ class TestExtend:
         assert text.count("[[watch]]") == 2
         assert 'repos = ["org/a", "org/c"]' in text and 'repos = ["org/b", "org/d"]' in text
 
+    def test_inline_watch_list_is_extended_inline(self, tmp_path: Path) -> None:
+        """A config written as `watch = [{ ... }]` gets the new folder and repo in the same inline style."""
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'watch = [{{ path = "{tmp_path}/a", repos = ["org/a"] }}]  # inline\n')
+        assert run_cli("config", "add", "org/b", str(tmp_path / "a"), "--config", str(cfg)).returncode == 0
+        assert run_cli("config", "add", "org/c", str(tmp_path / "c"), "--config", str(cfg)).returncode == 0
+        text = cfg.read_text()
+        assert "[[watch]]" not in text and "# inline" in text
+        assert {str(w.path): [str(rc.ref) for rc in w.repos] for w in load_config(cfg).watches} == {
+            f"{tmp_path}/a": ["org/a", "org/b"], f"{tmp_path}/c": ["org/c"]}
+
     def test_same_repo_twice_is_a_no_op(self, tmp_path: Path) -> None:
         """Adding a repo the folder already watches leaves the file byte for byte, and says so."""
         cfg = tmp_path / "c.toml"
