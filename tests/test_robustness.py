@@ -367,6 +367,24 @@ class TestDamagedStoreInProcess:
         assert Path(f"{moved}-wal").read_bytes() == wal
         assert Path(f"{moved}-shm").exists()
 
+    def test_a_healthy_store_left_by_kill_9_is_not_mistaken_for_damage(self, store: Path) -> None:
+        """A store whose writer was killed with rows only in its -wal opens with no recovery and every row."""
+        code = ("import os, sqlite3, sys; db = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                "db.execute('PRAGMA wal_autocheckpoint = 0'); "
+                "db.executemany(\"INSERT INTO files (path, watch, status) VALUES (?, '/w', 'matched')\", "
+                "[(b'/w/%d' % i,) for i in range(500)]); os.kill(os.getpid(), 9)")
+        child = subprocess.run([sys.executable, "-c", code, str(store / "state.sqlite3")], check=False)
+        assert child.returncode == -signal.SIGKILL
+        assert (store / "state.sqlite3-wal").stat().st_size > 100_000
+        reports: list[tuple[Path, str]] = []
+        s = State(store, exclusive=True, on_recovered=lambda p, e: reports.append((p, e)))
+        try:
+            assert reports == []
+            assert len(s.files("/w")) == 500
+        finally:
+            s.close()
+        assert [p.name for p in store.iterdir() if "corrupt" in p.name] == []
+
     def test_damage_found_at_run_time_is_recovered_once_then_the_operation_retried(self, store: Path) -> None:
         """Corruption hit by a read after opening recovers once and the read answers from the fresh store."""
         pad_store(store, 20_000)  # bigger than SQLite's page cache, so the damaged pages are read again
