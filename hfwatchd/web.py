@@ -451,6 +451,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._text(HTTPStatus.FORBIDDEN, "wrong token: run `hfwatchd open` for this run's link\n")
                 return
             rest = urlencode([(k, v) for k, v in query if k != "token"])
+            if not path.startswith("/") or path.startswith("//") or "\\" in path:
+                path = "/"  # browsers read /\host and //host as another site: never redirect there
             # the token leaves the address bar (and the history) at once; the cookie carries it from now on
             cookie = f"{web.cookie_name}={web.token}; HttpOnly; SameSite=Strict; Path=/"
             self._headers(HTTPStatus.SEE_OTHER, "text/plain; charset=utf-8", 0,

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import cli_env, run_cli, write_config
@@ -322,6 +323,15 @@ class TestToken:
         r = request(served, f"/api/status?x=1&token={served.token}&y=2", cookie=False)
         assert r.status == 303
         assert r.header("Location") == "/api/status?x=1&y=2"
+
+    @pytest.mark.parametrize("path", ["//evil.example/", "/\\evil.example/", "/%5Cevil.example"])
+    def test_redirect_stays_on_this_site(self, served: Served, path: str) -> None:
+        """The token redirect never points at another site, whatever path it came with."""
+        r = request(served, f"{path}?token={served.token}", cookie=False)
+        assert r.status == 303
+        location = r.header("Location") or ""
+        assert location.startswith("/") and not location.startswith("//") and "\\" not in location
+        assert urlsplit(location).netloc == "" and urlsplit(location).scheme == ""
 
     def test_bearer_token_for_scrapers(self, served: Served) -> None:
         """A Prometheus scraper without cookies reads /metrics with `Authorization: Bearer <token>`."""

@@ -261,11 +261,13 @@ class TestLive:
         t0 = time.monotonic()
         dash.server.publish({"event": "file.matched", "path": f"{HOME}/model.safetensors",
                              "repo": "google-bert/bert-base-uncased", "rfilename": "model.safetensors"})
-        page.wait_for(f"{row('model.safetensors')}.dataset.status === 'matched'", timeout=1.0)
+        # read in the same tick as the change: the page re-renders every 1.5 s while a download runs
+        got = page.wait_for(f"{row('model.safetensors')}.dataset.status === 'matched' && "
+                            f"{{cls: {row('model.safetensors')}.className, "
+                            "files: document.querySelector('article.repo .meter-label b').textContent}", timeout=1.0)
         assert time.monotonic() - t0 < 1.5
         assert page.evaluate("window.__sameDocument") == 42
-        assert page.evaluate("document.querySelector('article.repo .meter-label b').textContent") == "4 / 9 matched"
-        assert page.evaluate(f"{row('model.safetensors')}.className") == "changed"
+        assert got == {"cls": "changed", "files": "4 / 9 matched"}  # the changed row is highlighted
         assert page.evaluate("document.getElementById('last').textContent") == "matched: model.safetensors"
 
     def test_download_progress_polls(self, tmp_path: Path, browser: DevTools) -> None:
@@ -308,9 +310,12 @@ class TestLive:
             port = int(d.server.url.rsplit(":", 1)[1].rstrip("/"))
             d.server.close()
             d.server = d.serve(port)  # same port, new token: the page's cookie is now wrong
+            # (a fetch between the two servers may first show "does not answer; retrying")
             text = page.wait_for("!document.getElementById('notice').hidden && "
+                                 "document.getElementById('notice').textContent.includes('hfwatchd open') && "
                                  "document.getElementById('notice').textContent", timeout=10)
-            assert "Run `hfwatchd open` again" in text
+            assert text == "This page's token is no longer valid: the daemon restarted. Run `hfwatchd open` again."
+            assert page.evaluate("document.getElementById('conn').textContent") == "disconnected"
         finally:
             d.close()
 
