@@ -122,7 +122,7 @@ def render_unit(command: Sequence[str], config: Path, environ: dict[str, str] | 
     return _UNIT.format(
         marker=MARKER,
         executable=command[0],
-        documentation=f"Documentation=file://{readme}\n" if readme is not None else "",
+        documentation=f"Documentation={readme.as_uri()}\n" if readme is not None else "",
         exec_start=" ".join(_quote(a) for a in [*command, "--config", str(config)]),
         environment="\n".join(carried) + "\n" if carried else "",
     )

@@ -128,7 +128,7 @@ class TestInstallWithoutSystemd:
         bare.write_config()
         assert bare.run("service", "install").returncode == 0
         docs = unit_settings(bare.unit.read_text()).get("Documentation", [])
-        assert docs == [f"file://{ROOT / 'README.md'}"] and (ROOT / "README.md").is_file()
+        assert docs == [(ROOT / "README.md").as_uri()] and (ROOT / "README.md").is_file()
         assert "Documentation" not in unit_settings((ROOT / "systemd" / "hfwatchd.service").read_text())
 
     def test_home_config_dir_without_xdg(self, bare: Sandbox) -> None:
