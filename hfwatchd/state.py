@@ -64,15 +64,20 @@ class StateLocked(StateError):
 
 
 class StateDamaged(StateError):
-    """The database is damaged and this process may not repair it (a read-only `status`)."""
+    """The database is damaged and this process may not repair it (a read-only `status`, or a `check`
+    while a daemon holds the store: only the lock holder moves it aside)."""
 
-    def __init__(self, path: Path, error: str) -> None:
-        super().__init__(
-            f"state database {path} is damaged ({error}); the daemon moves it aside and rebuilds it at its "
-            "next start (files are judged again), e.g. systemctl --user restart hfwatchd"
-        )
+    def __init__(self, path: Path, error: str, *, holder: int | None = None) -> None:
+        if holder is not None:
+            then = (f"the running daemon (pid {holder}) moves it aside and rebuilds it as soon as it reads "
+                    "the damage, or at its next start (systemctl --user restart hfwatchd)")
+        else:
+            then = ("the daemon moves it aside and rebuilds it at its next start (files are judged again), "
+                    "e.g. systemctl --user restart hfwatchd")
+        super().__init__(f"state database {path} is damaged ({error}); {then}")
         self.path = path
         self.error = error
+        self.holder = holder
 
 
 class _Damage(Exception):
@@ -242,7 +247,7 @@ class State:
             except _Damage as damage:
                 if readonly:
                     raise StateDamaged(self.path, str(damage)) from None
-                moved = self._replace_damaged()
+                moved = self._as_lock_holder(str(damage), self._move_aside)
                 self._db = self._connect_fresh()
                 if on_recovered is not None:
                     on_recovered(moved, str(damage))
@@ -316,7 +321,24 @@ class State:
         except _Damage as damage:  # a brand-new file damaged at once: the disk, not the file, is failing
             raise StateError(f"cannot create state database {self.path}: {damage}") from None
 
-    def _replace_damaged(self) -> Path:
+    def _as_lock_holder(self, error: str, move: Callable[[], Path]) -> Path:
+        """Run `move` holding the lock: a daemon holds it already; a `check` takes it for the move.
+
+        When another process (a daemon) holds the lock, the file is left to it: it has the database
+        open and would otherwise go on writing into the moved file. StateDamaged says so.
+        """
+        if self._lock_fd is not None:
+            return move()
+        try:
+            fd = _take_lock(self.state_dir)
+        except StateLocked as held:
+            raise StateDamaged(self.path, error, holder=held.pid) from None
+        try:
+            return move()
+        finally:
+            os.close(fd)
+
+    def _move_aside(self) -> Path:
         """Move the database (and its -wal, -shm) aside under a UTC timestamp; never deletes anything."""
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
@@ -341,11 +363,15 @@ class State:
 
     def _recover(self, error: str) -> tuple[Path, str]:
         """Under `self._lock`: swap the damaged database for a fresh one."""
-        with contextlib.suppress(sqlite3.Error):
-            self._db.close()
+
+        def swap() -> Path:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            return self._move_aside()
+
+        moved = self._as_lock_holder(error, swap)
         self._logged.clear()  # marks for rows of the old file
         self._generation += 1
-        moved = self._replace_damaged()
         self._db = self._connect_fresh()
         return moved, error
 

@@ -403,6 +403,33 @@ class TestDamagedStoreInProcess:
         finally:
             s.close()
 
+    def test_only_the_lock_holder_moves_a_store_aside(self, store: Path) -> None:
+        """A check finding damage while a daemon holds the lock leaves the file to the daemon, which heals it."""
+        pad_store(store, 20_000)
+        reports: list[tuple[Path, str]] = []
+        daemon = State(store, exclusive=True, on_recovered=lambda p, e: reports.append((p, e)))
+        try:
+            damage(store / "state.sqlite3", "mid-file")
+            with pytest.raises(StateDamaged, match=f"running daemon \\(pid {os.getpid()}\\)") as caught:
+                State(store)
+            assert caught.value.exit_code == 74
+            assert [p.name for p in store.iterdir() if "corrupt" in p.name] == []
+            assert daemon.files() == []
+            assert len(reports) == 1 and reports[0][0].exists()
+        finally:
+            daemon.close()
+
+    def test_a_check_heals_a_store_no_daemon_holds(self, store: Path) -> None:
+        """With no daemon running, a check (a plain State) moves a damaged store aside itself, under the lock."""
+        damage(store / "state.sqlite3", "schema")
+        reports: list[tuple[Path, str]] = []
+        s = State(store, on_recovered=lambda p, e: reports.append((p, e)))
+        try:
+            assert len(reports) == 1
+            assert read_lock_pid(store) is None  # taken for the move only
+        finally:
+            s.close()
+
     def test_the_callback_may_use_the_store(self, store: Path) -> None:
         """on_recovered runs outside the State lock: a callback that reads the store does not deadlock."""
         pad_store(store, 20_000)
