@@ -100,9 +100,11 @@ def daemon_command(argv0: str | None = None, executable: str | None = None) -> l
     return [os.path.abspath(executable), "-m", "hfwatchd"]
 
 
-def _quote(arg: str) -> str:
-    # systemd's ExecStart syntax: % and $ are specifiers/variables, quotes group words
-    escaped = arg.replace("%", "%%").replace("$", "$$")
+def _quote(arg: str, *, command: bool = True) -> str:
+    # % starts a specifier everywhere; $ a variable only in a command line (Environment= takes it as is)
+    escaped = arg.replace("%", "%%")
+    if command:
+        escaped = escaped.replace("$", "$$")
     if escaped and not any(c.isspace() or c in "\"'\\;" for c in escaped):
         return escaped
     return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -118,7 +120,7 @@ def render_unit(command: Sequence[str], config: Path, environ: dict[str, str] | 
     """The unit file text for `command --config config`."""
     env = os.environ if environ is None else environ
     readme = readme_path()
-    carried = [f"Environment={_quote(f'{k}={env[k]}')}" for k in CARRIED_ENV if env.get(k)]
+    carried = [f"Environment={_quote(f'{k}={env[k]}', command=False)}" for k in CARRIED_ENV if env.get(k)]
     return _UNIT.format(
         marker=MARKER,
         executable=command[0],

@@ -322,6 +322,11 @@ class TestDaemonCommand:
         cmd = daemon_command(str(tmp_path / "src" / "hfwatchd" / "__main__.py"), str(python))
         assert cmd == [str(python), "-m", "hfwatchd"]
 
+    def test_environment_values_keep_dollars(self, tmp_path: Path) -> None:
+        """In Environment= only % is escaped: systemd expands no $ there, and a space is quoted."""
+        text = render_unit(["/x/hfwatchd"], tmp_path / "c.toml", {"HF_HOME": "/data/$hf 100%"})
+        assert unit_settings(text)["Environment"][-1] == '"HF_HOME=/data/$hf 100%%"'
+
     def test_render_quotes_the_module_fallback(self, tmp_path: Path) -> None:
         """The `python -m` fallback with a spaced interpreter path is still three words in ExecStart."""
         env: dict[str, Any] = {}
