@@ -16,11 +16,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .config import Config, ConfigError, load_config
+from .exits import ExitCode
 from .manifest import RepoRef, SpecError
-
-EXIT_OK = 0
-EXIT_USAGE = 64
-EXIT_CONFIG = 78
 
 # What a new config file starts with: the defaults of config.example.toml, commented out, so the file
 # documents itself (config.example.toml is not installed with the package; a test keeps the two in step).
@@ -147,10 +144,10 @@ def add(spec: str, folder: Path, path: Path, out: TextIO) -> int:
     try:
         ref = RepoRef.parse(spec)
     except SpecError as exc:
-        raise ConfigFileError(f"{exc}; the config file is unchanged", EXIT_USAGE) from None
+        raise ConfigFileError(f"{exc}; the config file is unchanged", ExitCode.USAGE) from None
     target = Path(os.path.abspath(os.path.expandvars(os.path.expanduser(folder))))
     if target.exists() and not target.is_dir():
-        raise ConfigFileError(f"{target} is not a folder; the config file is unchanged", EXIT_USAGE)
+        raise ConfigFileError(f"{target} is not a folder; the config file is unchanged", ExitCode.USAGE)
     # a config file that is a symlink (dotfile managers) is edited where it points, and stays a link
     real = path.resolve() if path.is_symlink() else path
     with _folder_lock(real.parent):
@@ -166,7 +163,7 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigFileError(f"cannot use {folder}: {_reason(exc)}", EXIT_CONFIG) from None
+        raise ConfigFileError(f"cannot use {folder}: {_reason(exc)}", ExitCode.CONFIG) from None
     try:
         with contextlib.suppress(OSError):  # a filesystem without flock: editing stays as safe as a text editor
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -182,11 +179,11 @@ def _add_locked(ref: RepoRef, target: Path, path: Path, real: Path, out: TextIO)
     except FileNotFoundError:
         old = None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigFileError(f"{path}: cannot read it: {_reason(exc)}", EXIT_CONFIG) from None
+        raise ConfigFileError(f"{path}: cannot read it: {_reason(exc)}", ExitCode.CONFIG) from None
     edit = edit_text(old, ref, target, base=real.parent)
     if not edit.changed:
         out.write(f"{edit.message}; {path} is unchanged\n")
-        return EXIT_OK
+        return ExitCode.OK
     created_dir = False
     validated = _validate(edit.text, real, old)
     if not target.exists():
@@ -194,17 +191,17 @@ def _add_locked(ref: RepoRef, target: Path, path: Path, real: Path, out: TextIO)
             target.mkdir(parents=True)
         except OSError as exc:
             raise ConfigFileError(f"cannot create {target}: {_reason(exc)}; the config file is unchanged",
-                                  EXIT_USAGE) from None
+                                  ExitCode.USAGE) from None
         created_dir = True
     try:
         atomic_write_text(real, edit.text, mode=_mode(real))
     except OSError as exc:
-        raise ConfigFileError(f"cannot write {path}: {_reason(exc)}; it is unchanged", EXIT_CONFIG) from None
+        raise ConfigFileError(f"cannot write {path}: {_reason(exc)}; it is unchanged", ExitCode.CONFIG) from None
     out.write(f"{edit.message} in {path}" + (" (new file)" if old is None else "") + "\n")
     if created_dir:
         out.write(f"created {target} (downloads saved there are judged as they finish)\n")
     out.write(reload_daemon(validated.state_dir) + "\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def edit_text(old: str | None, ref: RepoRef, folder: Path, *, base: Path) -> Edit:
@@ -219,11 +216,11 @@ def edit_text(old: str | None, ref: RepoRef, folder: Path, *, base: Path) -> Edi
         doc = tomlkit.parse(text)
     except TOMLKitError as exc:
         raise ConfigFileError(f"the config file is not valid TOML ({exc}); fix it first, it is unchanged",
-                              EXIT_CONFIG) from None
+                              ExitCode.CONFIG) from None
     watches = doc.get("watch")
     if watches is not None and not isinstance(watches, list):
         raise ConfigFileError("watch: expected [[watch]] tables; fix it first, the config file is unchanged",
-                              EXIT_CONFIG)
+                              ExitCode.CONFIG)
     for i, watch in enumerate(watches or []):
         if not isinstance(watch, dict) or not isinstance(watch.get("path"), str):
             continue  # the loader names the problem in _validate
@@ -235,7 +232,7 @@ def edit_text(old: str | None, ref: RepoRef, folder: Path, *, base: Path) -> Edi
             return Edit(tomlkit.dumps(doc), f"added {ref} to the watch of {folder}", True)
         if not isinstance(repos, list):
             raise ConfigFileError(f"watch[{i}].repos: expected a list; fix it first, the config file is unchanged",
-                                  EXIT_CONFIG)
+                                  ExitCode.CONFIG)
         for j, entry in enumerate(repos):
             listed = _listed_ref(entry)
             if listed is None or listed.key != ref.key:
@@ -298,9 +295,9 @@ def _validate(text: str, real: Path, old: str | None) -> Config:
         return error
     if old is not None and not isinstance(_load_error(old, real), Config):
         # the file was already broken: that is the user's config to fix, not this command's input
-        raise ConfigFileError(f"the config file is not valid, fix it first (it is unchanged): {error}", EXIT_CONFIG)
+        raise ConfigFileError(f"the config file is not valid, fix it first (it is unchanged): {error}", ExitCode.CONFIG)
     raise ConfigFileError(f"refused, the result would not be valid (the config file is unchanged): {error}",
-                          EXIT_USAGE)
+                          ExitCode.USAGE)
 
 
 def _load_error(text: str, real: Path) -> Config | str:
@@ -310,7 +307,7 @@ def _load_error(text: str, real: Path) -> Config | str:
         real.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".check", dir=real.parent)
     except OSError as exc:
-        raise ConfigFileError(f"cannot write in {real.parent}: {_reason(exc)}", EXIT_CONFIG) from None
+        raise ConfigFileError(f"cannot write in {real.parent}: {_reason(exc)}", ExitCode.CONFIG) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -389,9 +386,9 @@ def check(path: Path, out: TextIO) -> int:
         config = load_config(path)
     except ConfigError as exc:
         hint = " (create it with `hfwatchd config add REPO DIR`)" if not path.exists() else ""
-        raise ConfigFileError(f"bad configuration: {exc}{hint}", EXIT_CONFIG) from None
+        raise ConfigFileError(f"bad configuration: {exc}{hint}", ExitCode.CONFIG) from None
     out.write(describe(config, path))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def describe(config: Config, path: Path) -> str:

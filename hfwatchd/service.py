@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .config import Config, ConfigError, load_config
-from .configfile import EXIT_CONFIG, EXIT_OK, atomic_write_text, config_path
+from .configfile import atomic_write_text, config_path
+from .exits import ExitCode
 
 UNIT_NAME = "hfwatchd.service"
 EXIT_FAILED = 1  # systemctl refused; its own message is shown
@@ -185,7 +186,7 @@ def install(config: Path, out: TextIO) -> int:
                       + "\n")
         else:
             sys.stderr.write(f"hfwatchd: bad configuration, no service installed: {exc}\n")
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     command = daemon_command()
     unit = unit_dir() / UNIT_NAME
     text = render_unit(command, config)
@@ -213,7 +214,7 @@ def install(config: Path, out: TextIO) -> int:
                   f"  systemctl --user enable --now {UNIT_NAME}\n"
                   "or run the daemon in the foreground without systemd:\n"
                   f"  {' '.join(command)} --config {config}\n")
-        return EXIT_OK
+        return ExitCode.OK
     ok = _systemctl(systemctl, "daemon-reload", out=out)
     if ok and before is not None and before != text:
         ok = _systemctl(systemctl, "try-restart", UNIT_NAME, out=out)  # a running daemon picks up the new unit
@@ -223,7 +224,7 @@ def install(config: Path, out: TextIO) -> int:
     out.write("hfwatchd is running; follow its verdicts with:\n"
               "  journalctl --user -u hfwatchd -o cat -f\n"
               "it stops when you log out unless lingering is on: loginctl enable-linger\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _is_default(config: Path) -> bool:
@@ -248,7 +249,7 @@ def uninstall(out: TextIO) -> int:
     systemctl = user_manager()
     if not unit.exists():
         out.write(f"no unit at {unit}: nothing to remove\n")
-        return EXIT_OK
+        return ExitCode.OK
     if systemctl is not None and not _systemctl(systemctl, "disable", "--now", UNIT_NAME, out=out):
         return EXIT_FAILED
     if systemctl is None:
@@ -259,10 +260,10 @@ def uninstall(out: TextIO) -> int:
     unit.unlink()
     out.write(f"removed {unit}\n")
     if systemctl is not None:
-        return EXIT_OK if _systemctl(systemctl, "daemon-reload", out=out) else EXIT_FAILED
+        return ExitCode.OK if _systemctl(systemctl, "daemon-reload", out=out) else EXIT_FAILED
     out.write("no systemd user manager answers here; if one runs the service, stop it with:\n"
               f"  systemctl --user disable --now {UNIT_NAME} && systemctl --user daemon-reload\n")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def status(config: Path, out: TextIO) -> int:
@@ -293,7 +294,7 @@ def status(config: Path, out: TextIO) -> int:
         out.write("no systemd user manager answers here; "
                   + (f"a daemon runs on this state_dir (PID {pid})" if pid else "no daemon runs on this state_dir")
                   + "\n")
-        rc = EXIT_OK if pid else 3  # systemctl's "not running"
+        rc = ExitCode.OK if pid else 3  # systemctl's "not running"
     if loaded is not None:
         url = _dashboard(loaded.state_dir)
         out.write(f"dashboard: {url}\n" if url else "dashboard: none (the daemon is not running, or [web] is off)\n")
