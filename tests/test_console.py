@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -95,6 +96,23 @@ class TestVerdictLine:
         assert "\n" not in line and "\x07" not in line
         assert "\x1b" not in SGR.sub("", line)
         assert "evil\\x1b]0;pwned\\x07\\x0aname\\udcff.bin" in line
+
+    def test_random_names_never_overflow_or_leak_controls(self) -> None:
+        """A thousand random names and repos (wide, combining, control, surrogate) all fit and stay inert."""
+        rng = random.Random(14)
+        alphabet = ["a", "Z", "-", ".", " ", "名", "😀", "\u0301", "\u200d", "\x1b", "\x07", "\n", "\x9b", "\udcff",
+                    "é", "ß"]
+        for _ in range(1000):
+            name = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 150)))
+            repo = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 90)))
+            status = rng.choice(["matched", "mismatch", "incomplete", "unknown"])
+            line = render_console(verdict(status, path="/d/" + name, repo=repo, size=rng.randint(0, 10**13),
+                                          expected_size=rng.randint(0, 10**13), seconds=rng.random() * 1000),
+                                  color=rng.random() < 0.5)
+            plain = SGR.sub("", line)
+            assert columns(line) <= 100, line
+            assert not any(unicodedata.category(c) == "Cc" for c in plain), repr(line)
+            assert not any(0xD800 <= ord(c) <= 0xDFFF for c in plain), repr(line)
 
     @pytest.mark.parametrize(("n", "text"), [(0, "0 B"), (999, "999 B"), (1000, "1 kB"), (1_536_000, "1.54 MB"),
                                              (4_980_000_000, "4.98 GB"), (250_000_000_000, "250 GB"),
