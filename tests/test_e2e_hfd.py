@@ -15,8 +15,10 @@ import errno
 import os
 import random
 import select
+import signal
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,51 +140,94 @@ def check_verdicts(env: E2E) -> None:
     assert {p.name for p in (env.dir / ".hfd").iterdir()} >= {"repo_metadata.json", "last_download_command"}
 
 
+@dataclass
+class Aria2Run:
+    """What one aria2c run did: its exit code and output, how sparse each shard got, verdicts logged too early."""
+
+    returncode: int
+    output: bytes
+    most_runs: dict[str, int]
+    early: list[dict[str, Any]]
+
+
+def run_aria2c(env: E2E, listing: Path, *, interrupt_when_sparse: bool = False) -> Aria2Run:
+    """Run aria2c exactly as hfd does, from the download folder, watching the folder until aria2c exits.
+
+    While a shard's control file is beside it, records how many runs of data the shard holds and any
+    verdict for it logged while that control file still exists. `interrupt_when_sparse`: Ctrl-C
+    (SIGINT, as a user stops hfd) once some shard is written at several offsets.
+    """
+    argv = [need("aria2c", "aria2"), "--file-allocation=none", "-x", "4", "-j", "5", "-s", "4", "-k", "1M", "-c",
+            "-i", str(listing.relative_to(env.dir))]
+    ino = Inotify(env.dir, extra=IN_MODIFY)
+    proc = subprocess.Popen(argv, cwd=env.dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    most_runs: dict[str, int] = {}
+    early: list[dict[str, Any]] = []
+    output = b""
+    try:
+        while True:  # until aria2c exits: EOF on its output
+            ready, _, _ = select.select([ino.fd, proc.stdout], [], [], 30)
+            assert ready, f"aria2c wrote nothing for 30 s: {output[-2000:]!r}"
+            if proc.stdout in ready:
+                chunk = os.read(proc.stdout.fileno(), 1 << 16)
+                if not chunk:
+                    break
+                output += chunk
+            ino.read()
+            for rel in SHARDS:
+                with contextlib.suppress(FileNotFoundError):
+                    if (env.dir / f"{rel}.aria2").exists():
+                        most_runs[rel] = max(most_runs.get(rel, 0), data_runs(env.dir / rel))
+            early += [x for x in env.daemon.drain() if str(x.get("event")).startswith("file.")
+                      and (env.dir / f"{x.get('rfilename')}.aria2").exists()]
+            if interrupt_when_sparse and max(most_runs.values(), default=0) >= 2 and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                interrupt_when_sparse = False
+    finally:
+        rc, out, _ = finish(proc)
+        ino.close()
+    return Aria2Run(rc, output + out, most_runs, early)
+
+
 class TestHfdAria2c:
     def test_split_sparse_downloads_judged_once_each(self, hfd: E2E) -> None:
         """aria2c as hfd runs it: no verdict while any X.aria2 exists, then one verdict per file, none for .hfd/."""
-        aria2c = need("aria2c", "aria2")
         listing = write_lists(hfd, "aria2c")
         hfd.hub.rate = 3_000_000  # per connection: ~0.5-0.7 s a shard with four connections
-        ino = Inotify(hfd.dir, extra=IN_MODIFY)
-        argv = [aria2c, "--file-allocation=none", "-x", "4", "-j", "5", "-s", "4", "-k", "1M", "-c",
-                "-i", str(listing.relative_to(hfd.dir))]
-        proc = subprocess.Popen(argv, cwd=hfd.dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        assert proc.stdout is not None
-        most_runs: dict[str, int] = {}
-        early: list[dict[str, Any]] = []
-        output = b""
-        try:
-            # until aria2c exits (EOF on its output): how sparse each shard gets while its control file
-            # is beside it, and whether any verdict for it is logged while that control file still exists
-            while True:
-                ready, _, _ = select.select([ino.fd, proc.stdout], [], [], 30)
-                assert ready, f"aria2c wrote nothing for 30 s: {output[-2000:]!r}"
-                if proc.stdout in ready:
-                    chunk = os.read(proc.stdout.fileno(), 1 << 16)
-                    if not chunk:
-                        break
-                    output += chunk
-                ino.read()
-                for rel in SHARDS:
-                    with contextlib.suppress(FileNotFoundError):
-                        if (hfd.dir / f"{rel}.aria2").exists():
-                            most_runs[rel] = max(most_runs.get(rel, 0), data_runs(hfd.dir / rel))
-                early += [x for x in hfd.daemon.drain() if str(x.get("event")).startswith("file.")
-                          and (hfd.dir / f"{x.get('rfilename')}.aria2").exists()]
-        finally:
-            rc, out, err = finish(proc)
-            ino.close()
-        out = output + out
-        assert rc == 0, (out[-2000:], err[-2000:])
-        assert not early, early
+        r = run_aria2c(hfd, listing)
+        assert r.returncode == 0, r.output[-2000:]
+        assert not r.early, r.early
         # several connections wrote one file at several offsets at once: a hole between runs of data
         # (aria2c's write cache may flush a shard whole, so not every shard shows it)
-        assert max(most_runs.values(), default=0) >= 2, most_runs
+        assert max(r.most_runs.values(), default=0) >= 2, r.most_runs
         for rel in SHARDS:  # and every shard was fetched over several connections
             cdn_gets = [p for m, p in hfd.hub.requests if m == "GET" and p == f"/cdn/{sha256(FILES[rel])}"]
             assert len(cdn_gets) >= 2, (rel, len(cdn_gets))
+        assert not list(hfd.dir.rglob("*.aria2"))
+        check_verdicts(hfd)
+
+    def test_interrupted_then_resumed(self, hfd: E2E) -> None:
+        """hfd stopped mid-way leaves sparse shards and X.aria2 with no verdict; run again (-c), one verdict each."""
+        listing = write_lists(hfd, "aria2c")
+        hfd.hub.rate = 1_000_000  # ~1.5-2 s a shard: interrupted well before the end
+        first = run_aria2c(hfd, listing, interrupt_when_sparse=True)
+        assert first.returncode == 7, first.output[-2000:]  # aria2c: "unfinished downloads" after Ctrl-C
+        left = sorted(p.name for p in hfd.dir.glob("*.aria2"))
+        assert left, first.output[-2000:]
+        # the interrupted shards are closed (their close events reached the daemon), yet not judged;
+        # the sentinel's verdict comes after every event of the interrupted run
+        lines = hfd.sentinel()
+        stray = {x.get("rfilename") for x in lines if x.get("event") in ("file.incomplete", "file.mismatch",
+                                                                          "file.matched", "file.unknown")}
+        assert not stray & {name[: -len(".aria2")] for name in left}, (left, stray)
+        assert not first.early, first.early
+
+        hfd.hub.rate = 8_000_000
+        second = run_aria2c(hfd, listing)
+        assert second.returncode == 0, second.output[-2000:]
+        assert not second.early, second.early
         assert not list(hfd.dir.rglob("*.aria2"))
         check_verdicts(hfd)
 
