@@ -151,7 +151,7 @@ footer { max-width: 1200px; margin: 0 auto; padding: 0 1.25rem 2rem; color: var(
 
   const $ = (id) => document.getElementById(id);
   let doc = null, filter = "all", query = "", closed = new Set(), lastStatus = null;
-  let timer = 0, pollTimer = 0, inflight = false, again = false, dead = false;
+  let timer = 0, pollTimer = 0, inflight = false, again = false, dead = false, lastText = null, refreshes = 0;
 
   // every node is built here: strings become text nodes, never markup
   function el(tag, attrs, ...kids) {
@@ -179,14 +179,17 @@ footer { max-width: 1200px; margin: 0 auto; padding: 0 1.25rem 2rem; color: var(
   const exact = (n) => (n === null || n === undefined) ? "" : Number(n).toLocaleString() + " bytes";
   const pct = (a, b) => b > 0 ? Math.min(100, Math.floor(100 * a / b)) : 0;
 
+  function agoText(t) {
+    const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+    return s < 45 ? "just now" : s < 3600 ? Math.round(s / 60) + " min ago"
+      : s < 86400 ? Math.round(s / 3600) + " h ago" : new Date(t).toLocaleDateString();
+  }
+
   function ago(iso) {
     if (!iso) return null;
     const t = Date.parse(iso);
     if (Number.isNaN(t)) return null;
-    const s = Math.max(0, Math.round((Date.now() - t) / 1000));
-    const text = s < 45 ? "just now" : s < 3600 ? Math.round(s / 60) + " min ago"
-      : s < 86400 ? Math.round(s / 3600) + " h ago" : new Date(t).toLocaleDateString();
-    return el("time", { datetime: iso, title: new Date(t).toLocaleString() }, text);
+    return el("time", { datetime: iso, title: new Date(t).toLocaleString() }, agoText(t));
   }
 
   function safeUrl(u) {
@@ -349,11 +352,27 @@ footer { max-width: 1200px; margin: 0 auto; padding: 0 1.25rem 2rem; color: var(
       out.push(sec);
     }
     if (!out.length) out.push(el("p", { class: "empty" }, "Nothing is watched yet: add a [[watch]] to the config file."));
+    // keyboard focus survives the rebuild: the same link or row control gets it back
+    const focused = document.activeElement && root.contains(document.activeElement) ? focusKey(document.activeElement) : null;
     root.replaceChildren(...out);
+    if (focused) { const again = findFocus(focused); if (again) again.focus(); }
     root.setAttribute("aria-busy", "false");
     for (const b of $("filters").querySelectorAll("button")) b.querySelector(".n").textContent = String(tally[b.dataset.filter] || 0);
     lastStatus = seen;
-    $("updated").textContent = new Date().toLocaleTimeString();
+  }
+
+  function focusKey(node) {
+    const tr = node.closest("tr[data-rfilename]"), art = node.closest("article.repo");
+    if (node.tagName === "SUMMARY" && art) return { repo: art.dataset.repo, summary: true };
+    return tr && art ? { repo: art.dataset.repo, rfilename: tr.dataset.rfilename } : null;
+  }
+
+  function findFocus(key) {
+    const art = [...document.querySelectorAll("article.repo")].find((a) => a.dataset.repo === key.repo);
+    if (!art) return null;
+    if (key.summary) return art.querySelector("summary");
+    const tr = [...art.querySelectorAll("tr[data-rfilename]")].find((r) => r.dataset.rfilename === key.rfilename);
+    return tr ? tr.querySelector("a") : null;
   }
 
   // ---------------------------------------------------------------- live updates
@@ -380,9 +399,15 @@ footer { max-width: 1200px; margin: 0 auto; padding: 0 1.25rem 2rem; color: var(
       const resp = await fetch("/api/status", { cache: "no-store", credentials: "same-origin" });
       if (resp.status === 403) { stop("This page's token is no longer valid: the daemon restarted. Run `hfwatchd open` again."); return; }
       if (!resp.ok) throw new Error("HTTP " + resp.status);
-      doc = await resp.json();
+      const text = await resp.text();
       $("notice").hidden = true;
-      render();
+      $("updated").textContent = new Date().toLocaleTimeString();
+      if (text !== lastText) {  // unchanged: the DOM (and any text the user is selecting) stays as it is
+        lastText = text;
+        doc = JSON.parse(text);
+        render();
+      }
+      document.body.dataset.refreshes = String(++refreshes);  // how many status reads were handled
       if (doc.some((w) => (w.downloading || []).length)) pollTimer = setTimeout(refresh, POLL_MS);
     } catch (e) {
       if (!dead) { const n = $("notice"); n.textContent = "The daemon does not answer (" + e.message + "); retrying."; n.hidden = false; }
@@ -423,7 +448,9 @@ footer { max-width: 1200px; margin: 0 auto; padding: 0 1.25rem 2rem; color: var(
   }
   $("q").addEventListener("input", (e) => { query = e.target.value.trim().toLowerCase(); if (doc) render(); });
   // relative times ("3 min ago") stay true without a fetch
-  setInterval(() => { if (doc && !dead) render(); }, 30000);
+  setInterval(() => {
+    for (const t of document.querySelectorAll("#watches time[datetime]")) t.textContent = agoText(Date.parse(t.getAttribute("datetime")));
+  }, 30000);
 
   connect();
   refresh();

@@ -270,6 +270,31 @@ class TestLive:
         assert got == {"cls": "changed", "files": "4 / 9 matched"}  # the changed row is highlighted
         assert page.evaluate("document.getElementById('last').textContent") == "matched: model.safetensors"
 
+    def test_unchanged_status_keeps_the_dom(self, dash: Dashboard) -> None:
+        """An event that changes nothing re-reads the status but leaves the DOM as it is (a selection survives)."""
+        page = dash.open()
+        page.wait_for("document.getElementById('conn').textContent === 'live'")
+        n = int(page.evaluate("document.body.dataset.refreshes"))
+        page.evaluate(f"window.__row = {row('config.json')}")
+        dash.server.publish({"event": "file.matched", "rfilename": "config.json"})
+        page.wait_for(f"Number(document.body.dataset.refreshes) > {n}", timeout=5)
+        assert page.evaluate("window.__row.isConnected") is True
+
+    def test_focus_survives_an_update(self, dash: Dashboard) -> None:
+        """A focused download link keeps the keyboard focus when a verdict rebuilds the tables."""
+        page = dash.open()
+        page.wait_for("document.getElementById('conn').textContent === 'live'")
+        page.evaluate(f"{row('tf_model.h5')} && {row('pytorch_model.bin')}.querySelector('a').focus()")
+        page.evaluate(f"window.__row = {row('pytorch_model.bin')}")
+        doc = dashboard_doc(hostile=True)
+        doc[0]["repos"][0]["files"][0]["status"] = "mismatch"
+        dash.set(doc)
+        dash.server.publish({"event": "file.mismatch", "rfilename": "config.json"})
+        page.wait_for(f"{row('config.json')}.dataset.status === 'mismatch'", timeout=5)
+        assert page.evaluate("window.__row.isConnected") is False  # rebuilt, not patched
+        assert page.evaluate("document.activeElement.closest('tr').dataset.rfilename") == "pytorch_model.bin"
+        assert page.evaluate("document.activeElement.tagName") == "A"
+
     def test_download_progress_polls(self, tmp_path: Path, browser: DevTools) -> None:
         """While a download runs the page re-reads the status by itself: 40% becomes 80% without any event."""
         d = Dashboard(tmp_path, browser, dashboard_doc())
