@@ -247,6 +247,46 @@ class TestRendering:
             d.close()
 
 
+    def test_repo_without_manifest(self, tmp_path: Path, browser: DevTools) -> None:
+        """A repo whose manifest could not be loaded shows its note and no commit, and the page still renders."""
+        doc = dashboard_doc()
+        note = "no manifest: the Hub is unreachable and nothing is cached; run `hfwatchd check` once"
+        doc[0]["repos"].append({"repo": "org/offline", "commit": None, "source": None, "endpoint": "http://x",
+                                "expected": 0, "counts": {}, "bytes_expected": 0, "bytes_matched": 0, "note": note,
+                                "files": []})
+        d = Dashboard(tmp_path, browser, doc)
+        try:
+            page = d.open()
+            got = page.evaluate("""(() => { const a = [...document.querySelectorAll('article.repo')]
+                .find(x => x.dataset.repo === 'org/offline');
+                return [a.querySelector('.note').textContent, a.querySelector('.meta').textContent,
+                        a.querySelector('.meter-label b').textContent]; })()""")
+            assert got == [note, "no commit yet", "0 / 0 matched"]
+        finally:
+            d.close()
+
+    def test_accessible_structure(self, dash: Dashboard) -> None:
+        """Tables have captions and column headers, progress bars and links have names, the search box a label."""
+        page = dash.open()
+        problems = page.evaluate("""(() => {
+            const bad = [];
+            for (const t of document.querySelectorAll('table')) {
+                if (!t.caption || !t.caption.textContent) bad.push('table without caption');
+                if (!t.querySelector('thead th[scope=col]')) bad.push('table without column headers');
+            }
+            for (const p of document.querySelectorAll('progress'))
+                if (!p.getAttribute('aria-label')) bad.push('unnamed progress');
+            for (const a of document.querySelectorAll('a.dl-link'))
+                if (!(a.getAttribute('aria-label') || '').includes(a.closest('tr').dataset.rfilename)) bad.push('link');
+            for (const b of document.querySelectorAll('button')) if (!b.textContent.trim()) bad.push('empty button');
+            if (!document.getElementById('q').closest('label')) bad.push('search without label');
+            if (document.documentElement.lang !== 'en') bad.push('no lang');
+            return bad; })()""")
+        assert problems == []
+        assert page.evaluate("document.querySelectorAll('progress').length") >= 5
+        assert page.evaluate("document.getElementById('announce').getAttribute('aria-live')") == "polite"
+
+
 class TestLive:
     def test_verdict_shows_without_reload(self, dash: Dashboard) -> None:
         """A published verdict turns its row within a second, in the same document (no reload)."""
