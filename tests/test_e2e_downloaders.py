@@ -540,7 +540,7 @@ class TestTempNames:
     TEMP = ["foo.part", "foo.crdownload", "foo.aria2", "foo.aria2__temp", "foo.incomplete", "foo.lock",
             ".cache/huggingface/download/x.incomplete", ".cache/huggingface/download/config.json",
             ".org.chromium.Chromium.abc123", ".syncthing.foo.tmp", "~syncthing~foo", "Unconfirmed 99.crdownload",
-            "config.json.part"]
+            "config.json.part", ".hfd/repo_metadata.json", ".hfd/config.json", "onnx/.hfd/config.json"]
 
     def test_no_line_for_temp_names(self, e2e: E2E) -> None:
         """Temp and control files never get a line, even when they hold a manifest file's exact bytes."""
