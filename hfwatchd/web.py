@@ -19,6 +19,7 @@ import queue
 import secrets
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -205,9 +206,7 @@ class _Server(http.server.ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
-        exc = sys.exc_info()[1]
+        exc = sys.exc_info()[1]  # called from inside the request thread's except block
         if isinstance(exc, (ConnectionError, TimeoutError)):
             return  # a browser tab closed mid-response
         self.web.log.error("web.error", error=repr(exc))
