@@ -95,7 +95,7 @@ def hfd(tmp_path: Path, fake_hub: FakeHub, daemon_factory: Callable[..., DaemonP
 
 
 def write_lists(env: E2E, tool: str) -> Path:
-    """hfd's URL list for `tool` in `.hfd/`, and its `last_download_command`, the way the script writes them."""
+    """hfd's URL list for `tool` in `.hfd/` (`dir=`/`out=` entries for aria2c) and a `last_download_command`."""
     meta = env.dir / ".hfd"
     if tool == "aria2c":
         lines = []
