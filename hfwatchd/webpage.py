@@ -88,7 +88,7 @@ progress.dl::-moz-progress-bar { background: var(--pend); }
 .note { grid-column: 1 / -1; color: var(--warn); font-size: .88rem; }
 details > summary { cursor: pointer; padding: .35rem 1rem; color: var(--muted); font-size: .88rem; user-select: none; }
 .scroll { overflow-x: auto; }
-table { border-collapse: collapse; width: 100%; font-size: .9rem; table-layout: fixed; }
+table { border-collapse: collapse; width: 100%; min-width: 64rem; font-size: .9rem; table-layout: fixed; }
 col.c-status { width: 9.5rem; } col.c-size { width: 10rem; } col.c-how { width: 8rem; } col.c-when { width: 7.5rem; } col.c-get { width: 8.5rem; }
 th, td { text-align: left; padding: .35rem .75rem; border-top: 1px solid var(--line); vertical-align: top; }
 th { font-weight: 600; color: var(--muted); font-size: .8rem; text-transform: uppercase; letter-spacing: .04em; background: var(--head); }
