@@ -144,7 +144,8 @@ def cover(watch: WatchConfig, manifests: Mapping[str, Manifest | None], rows: It
         m = manifests.get(rc.ref.key)
         ep = (rr.endpoint if rr is not None and rr.endpoint else endpoint).rstrip("/")
         commit = (m.commit or None) if m is not None else (rr.commit if rr is not None else None)
-        source = m.source if m is not None else (rr.source if rr is not None else None)
+        # where the manifest in use came from, as recorded when it was loaded (status reads it back from the cache)
+        source = rr.source if rr is not None and rr.source else (m.source if m is not None else None)
         cov = RepoCoverage(str(rc.ref), rc.ref.key, commit, ep, source)
         wc.repos.append(cov)
         if m is None:

@@ -294,8 +294,12 @@ class Daemon:
     def handle_recovered(self, msg: StoreRecovered) -> None:
         self.log.error("state.recovered", path=str(msg.moved_to), error=msg.error,
                        action="every file is judged again")
-        for key in self.folders:
-            self.scanner.full(key)
+        for folder in self.folders.values():
+            try:
+                self.manifests.record(folder)  # the fresh store knows no commit yet: status needs one
+            except StateError as exc:
+                self.log.error("state.failed", error=str(exc))
+            self.scanner.full(folder.key)
 
     def handle(self, msg: Message) -> bool:
         """Act on one message; returns False when the daemon should stop."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
+import mmap
 import os
 import stat
 import threading
@@ -112,19 +115,110 @@ class StreamHasher:
         buf: bytearray,
         progress: Callable[[int], None] | None = None,
         cancel: threading.Event | None = None,
+        disk: threading.Lock | None = None,
     ) -> None:
-        """Read from the current offset up to `until` bytes of the file through `buf`."""
+        """Read from the current offset up to `until` bytes of the file through `buf`.
+
+        With `disk` (the lock of a rotational device, see devices.py), bytes in the page cache are
+        read without it; from the first read that must wait for the disk, the lock is held to the end.
+        """
         view = memoryview(buf)
-        while self.offset < until:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled
-            want = min(len(buf), until - self.offset)
-            n = os.preadv(fd, [view[:want]], self.offset)
-            if n == 0:
-                raise FileChanged("file shrank while it was hashed")
-            self.update(view[:n])
-            if progress is not None:
-                progress(n)
+        held: threading.Lock | None = None
+        try:
+            while self.offset < until:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled
+                want = min(len(buf), until - self.offset)
+                if disk is not None and held is None:
+                    n = _read_cached(fd, view[:want], self.offset)
+                    if n is None:
+                        held = _acquire(disk, cancel)
+                        n = os.preadv(fd, [view[:want]], self.offset)
+                else:
+                    n = os.preadv(fd, [view[:want]], self.offset)
+                if n == 0:
+                    raise FileChanged("file shrank while it was hashed")
+                self.update(view[:n])
+                if progress is not None:
+                    progress(n)
+        finally:
+            if held is not None:
+                held.release()
+
+
+def _read_cached(fd: int, view: memoryview, offset: int) -> int | None:
+    """Read what the page cache holds at `offset` without waiting for the disk; None if the disk is needed."""
+    try:
+        return os.preadv(fd, [view], offset, os.RWF_NOWAIT)
+    except BlockingIOError:
+        # not only "not cached": a cached page carrying the readahead mark refuses RWF_NOWAIT too
+        # (about one 4 MiB read in three over a file fully in memory), so ask the page cache itself
+        pass
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        return None  # RWF_NOWAIT not supported here: every read may need the disk
+    if cached(fd, offset, len(view)):
+        return os.preadv(fd, [view], offset)
+    return None
+
+
+def _acquire(lock: threading.Lock, cancel: threading.Event | None) -> threading.Lock:
+    """Take `lock`, giving up (Cancelled) when `cancel` is set while another reader holds it."""
+    while not lock.acquire(timeout=0.1):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled
+    return lock
+
+
+class _Libc:
+    """mmap / mincore / munmap through ctypes: Python's mmap module cannot ask which pages are resident."""
+
+    def __init__(self) -> None:
+        import ctypes  # only a read from a rotational device that missed the page cache gets here
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.ctypes = ctypes
+        self.mmap: Any = getattr(libc, "mmap64", libc.mmap)
+        self.mmap.restype = ctypes.c_void_p
+        self.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int64]
+        self.mincore: Any = libc.mincore
+        self.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        self.munmap: Any = libc.munmap
+        self.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self.failed = ctypes.c_void_p(-1).value
+
+
+@functools.cache
+def _bind() -> _Libc:
+    return _Libc()
+
+
+def cached(fd: int, offset: int, length: int) -> bool | None:
+    """Whether every page of bytes [offset, offset + length) of `fd` is in the page cache; None if unknown.
+
+    The range is mapped but never touched (no page fault, so no SIGBUS if the file shrinks meanwhile):
+    mincore(2) only reports residency.
+    """
+    if length <= 0:
+        return True
+    try:
+        c = _bind()
+    except (OSError, AttributeError):  # no C library to load, or one without mincore
+        return None
+    start = offset - offset % mmap.PAGESIZE
+    span = offset + length - start
+    addr = c.mmap(None, span, mmap.PROT_READ, mmap.MAP_SHARED, fd, start)
+    if addr is None or addr == c.failed:
+        return None
+    try:
+        vec = (c.ctypes.c_ubyte * ((span + mmap.PAGESIZE - 1) // mmap.PAGESIZE))()
+        if c.mincore(addr, span, vec) != 0:
+            return None
+        return all(b & 1 for b in bytes(vec))
+    finally:
+        c.munmap(addr, span)
 
 
 def hash_file(
@@ -136,8 +230,12 @@ def hash_file(
     cancel: threading.Event | None = None,
     buf: bytearray | None = None,
     resume: StreamHasher | None = None,
+    disk: threading.Lock | None = None,
 ) -> tuple[dict[Algorithm, str], Signature]:
     """Hash a regular file with the given algorithms in one streaming pass (or finish `resume`'s).
+
+    `disk` is the lock of the file's device when it is rotational (`DeviceGate.disk`): held
+    only while bytes come from the disk itself, not from the page cache.
 
     Raises FileChanged if the file is not the one `expected` describes, or if it
     changed while it was read (checked again with fstat after the last byte).
@@ -151,7 +249,7 @@ def hash_file(
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         hasher = resume if resume is not None and resume.offset <= before.size else StreamHasher(algorithms,
                                                                                                    before.size)
-        hasher.feed_fd(fd, before.size, buf if buf is not None else bytearray(CHUNK_SIZE), progress, cancel)
+        hasher.feed_fd(fd, before.size, buf if buf is not None else bytearray(CHUNK_SIZE), progress, cancel, disk)
         after = Signature.of(os.fstat(fd))
         if after != before:
             raise FileChanged("file changed while it was hashed")

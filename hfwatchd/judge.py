@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 PREHASH_MIN = 1 << 20  # files this large are LFS files in practice: check computes their sha256 early
 ARRIVED_AGE_NS = 2_000_000_000  # a file that appears with an mtime older than this was moved or linked in whole
 RECENT_NS = 2_000_000_000  # a file written more recently than this may still have a writer: settle it first
+REPEAT_WINDOW = 5.0  # seconds: the same verdict on the same bytes this soon after the last is not logged again
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,18 @@ class Outcome:
 
     @property
     def repeated(self) -> bool:
-        """The same non-final verdict as last time (an interrupted download seen again): not worth a new line."""
+        """The verdict the file already had, on the same bytes: not worth a new line.
+
+        An interrupted download seen again, or two events for one completion a moment apart (a close
+        and then a rename) that both had the file hashed.
+        """
         p = self.previous
-        return (
-            p is not None
-            and p.status == self.verdict.status == INCOMPLETE
-            and p.rfilename == self.verdict.rfilename
-            and (p.signature is None or p.signature == self.signature)
-        )
+        if p is None or p.status != self.verdict.status or p.rfilename != self.verdict.rfilename:
+            return False
+        if p.status == INCOMPLETE:
+            return p.signature is None or p.signature == self.signature
+        return (p.signature == self.signature and p.digest == self.verdict.actual and p.judged_at is not None
+                and time.time() - p.judged_at < REPEAT_WINDOW)
 
 
 class Counters:
@@ -157,7 +162,10 @@ class Judge:
         if job.reason == "created" and time.time_ns() - sig.mtime_ns < ARRIVED_AGE_NS:
             return None  # a download just starting (wget, curl, a browser placeholder): its close or rename comes
         previous = self.state.get(os.fsencode(path))
-        if previous is not None and previous.signature == sig and verdict_holds(folder, previous, rel, sig.size):
+        # an event means the file was written or moved in: judged again even if its signature looks the
+        # same (wget -O and curl -R set the server's mtime back on a same-size re-download into the inode)
+        if (previous is not None and job.reason != "event" and previous.signature == sig
+                and verdict_holds(folder, previous, rel, sig.size)):
             return None
         if self.policy.follow_writers and time.time_ns() - sig.mtime_ns < RECENT_NS:
             settled = self.settle(path, sig)
@@ -254,23 +262,17 @@ class Judge:
 
     def _hash(self, path: str, sig: Signature, algorithms: frozenset[Algorithm], buf: bytearray,
               resume: StreamHasher | None) -> dict[Algorithm, str]:
-        if self.gate is None:
-            return hash_file(path, algorithms, expected=sig, progress=self.on_bytes, cancel=self.stopping,
-                             buf=buf, resume=resume)[0]
-        with self.gate.slot(sig.dev):
-            return hash_file(path, algorithms, expected=sig, progress=self.on_bytes, cancel=self.stopping,
-                             buf=buf, resume=resume)[0]
+        # the device's lock, on a rotational disk, is held only while bytes come from the disk (devices.py)
+        disk = self.gate.disk(sig.dev) if self.gate is not None else None
+        return hash_file(path, algorithms, expected=sig, progress=self.on_bytes, cancel=self.stopping,
+                         buf=buf, resume=resume, disk=disk)[0]
 
     def prehash(self, path: str, buf: bytearray) -> None:
         """sha256 of a large file before the manifests are known (see check.py)."""
         try:
-            if self.gate is None:
-                digests, sig = hash_file(path, frozenset({SHA256}), progress=self.on_bytes, cancel=self.stopping,
-                                         buf=buf)
-            else:
-                with self.gate.slot(os.lstat(path).st_dev):
-                    digests, sig = hash_file(path, frozenset({SHA256}), progress=self.on_bytes,
-                                             cancel=self.stopping, buf=buf)
+            disk = self.gate.disk(os.lstat(path).st_dev) if self.gate is not None else None
+            digests, sig = hash_file(path, frozenset({SHA256}), progress=self.on_bytes, cancel=self.stopping,
+                                     buf=buf, disk=disk)
         except (OSError, FileChanged):
             return  # judged normally later
         with self._prehashed_lock:

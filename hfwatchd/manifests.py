@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from .hub import Hub, HubError, Loaded, read_token_file
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .config import Config, RepoConfig
     from .folder import WatchedFolder
     from .logs import Log
@@ -23,12 +25,12 @@ if TYPE_CHECKING:
 def make_hub(config: Config, log: Log | None = None) -> Hub:
     """The Hub client for a configuration (token from hub.token_file, else huggingface_hub's own lookup)."""
     token = read_token_file(config.hub.token_file) if config.hub.token_file else None
-    kwargs: dict[str, Any] = {}
-    if log is not None and "on_invalid" in Hub.__init__.__code__.co_varnames:
-        kwargs["on_invalid"] = lambda path, error: log.warning("manifest.cache_invalid", path=str(path),
-                                                               error=error)
+    on_invalid = None
+    if log is not None:
+        def on_invalid(path: Path, error: str) -> None:
+            log.warning("manifest.cache_invalid", path=str(path), error=error, action="fetching it again")
     return Hub(config.hub.endpoint, config.state_dir / "manifests", token=token, ttl=config.hub.manifest_ttl,
-               timeout=config.hub.timeout, **kwargs)
+               timeout=config.hub.timeout, on_invalid=on_invalid)
 
 
 class RepoTimer:
@@ -128,6 +130,14 @@ class Manifests:
         if applied.changed:
             self._loaded(m, result, previous)
         return applied
+
+    def record(self, folder: WatchedFolder) -> None:
+        """Write the folder's manifests in use into the state again (a store rebuilt after damage)."""
+        if self.state is None:
+            return
+        for m in folder.manifests.values():
+            self.state.set_repo(folder.key, m.repo.key, m.repo.revision, m.commit, self.hub.endpoint,
+                                len(m.entries), m.source)
 
     def waiting(self, folder: WatchedFolder) -> bool:
         """Whether some repo of the folder has no manifest yet and the Hub has not refused it."""

@@ -233,3 +233,28 @@ class TestPolicies:
             rig.judge_path(rig.put("config.json", CONFIG, age=5))
             assert len(rig.state.unlogged()) == expected
             rig.state.close()
+
+
+class TestRedownload:
+    def test_same_size_redownload_with_server_mtime_judged_again(self, daemon_rig: Rig) -> None:
+        """A corrupt re-download into the same inode with the old mtime (wget -O) is a mismatch on its close event."""
+        path = daemon_rig.put("model.safetensors", LFS, age=5)
+        first = daemon_rig.judge_path(path, "event")
+        assert isinstance(first, Outcome) and first.verdict.status == Status.MATCHED
+        st = os.stat(path)
+        bad = bytearray(LFS)
+        bad[-1] ^= 1
+        with open(path, "r+b") as f:  # same inode, same size
+            f.write(bad)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # the server's Last-Modified, as wget sets it
+        again = daemon_rig.judge_path(path, "event")
+        assert isinstance(again, Outcome) and again.verdict.status == Status.MISMATCH and not again.repeated
+
+    def test_second_event_for_one_completion_not_logged_twice(self, daemon_rig: Rig) -> None:
+        """A rename event right after the close event of the same bytes gives the same verdict, marked repeated."""
+        path = daemon_rig.put("model.safetensors", LFS, age=5)
+        first = daemon_rig.judge_path(path, "event")
+        second = daemon_rig.judge_path(path, "event")
+        assert isinstance(first, Outcome) and not first.repeated
+        assert isinstance(second, Outcome) and second.repeated
+        assert daemon_rig.judge_path(path, "scan") is None  # a scan trusts the signature
