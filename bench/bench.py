@@ -509,7 +509,7 @@ def report_bulk(tools: dict[str, Tool], total: int, threads: int, info: dict[str
               f" {'other CPU s':>11}")
     print(header)
     print("-" * len(header))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for key, t in tools.items():
         if t.error is not None and not t.seconds:
             print(f"{t.label:<48} FAILED: {t.error}")
@@ -633,11 +633,35 @@ def parse_timestamp(value: str) -> float:
     return stamp.timestamp()
 
 
-def process_cpu(pid: int) -> float:
-    """utime + stime of a process, in seconds, from /proc/PID/stat."""
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process, in seconds, from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """(utime, stime) in seconds of every thread of a process, by thread id, from /proc/PID/task."""
+    out: dict[int, tuple[float, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            out[int(tid)] = (int(fields[11]) / tick, int(fields[12]) / tick)
+    return out
+
+
+def thread_names(profile: Path) -> dict[int, str]:
+    """Thread id -> Python thread name, from the `thread (TID): name;...` stacks of a py-spy raw file."""
+    names: dict[int, str] = {}
+    with contextlib.suppress(OSError), open(profile, encoding="utf-8") as f:
+        for line in f:
+            head, sep, rest = line.partition("): ")
+            if sep and head.startswith("thread ("):
+                with contextlib.suppress(ValueError):
+                    names.setdefault(int(head[8:].split(")")[0], 0), rest.split(";", 1)[0])
+    return names
 
 
 def plain_hash_cpu(path: Path) -> float:
@@ -648,19 +672,46 @@ def plain_hash_cpu(path: Path) -> float:
     return time.thread_time() - started
 
 
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling every thread of `pid` (idle ones too) into `out`, raw format; None without py-spy."""
+    spy = executable("py-spy")
+    if shutil.which(spy) is None:
+        print("  (py-spy not found: pip install py-spy)", flush=True)
+        return None
+    # --nonblocking: stopping the daemon for every sample would add to the very CPU time being measured
+    proc = subprocess.Popen([spy, "record", "--idle", "--threads", "--nonblocking", "--rate", "250", "-p", str(pid),
+                             "-o", str(out), "--format", "raw"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # py-spy attaches asynchronously; samples before the download starts are only idle stacks
+    return proc
+
+
+def stop_profiler(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @dataclass
 class LatencyRun:
     download_s: float
     latency_s: float | None
     daemon_cpu_s: float | None
     plain_cpu_s: float | None
+    daemon_sys_s: float | None = None  # the system-time part of daemon_cpu_s
+    threads: list[tuple[str, float, float]] = field(default_factory=list)  # (thread, user s, system s), busiest first
     verdict_seconds: float | None = None  # the `seconds` field of the verdict line: the daemon's judging time
     progressive_bytes: int | None = None  # bytes hashed while the download was running, when the line says
     other_share: float | None = None  # share of the machine other processes used during the download
     note: str = ""
 
 
-def latency_once(hub: Any, workdir: Path, name: str, size: int, hfwatchd: str, timeout: float) -> LatencyRun:
+def latency_once(hub: Any, workdir: Path, name: str, size: int, hfwatchd: str, timeout: float,
+                 profile: Path | None = None) -> LatencyRun:
     """Start a daemon on an empty folder, curl the file into it, time the verdict; stop the daemon."""
     watched, state = workdir / "watched", workdir / "state"
     watched.mkdir()
@@ -687,23 +738,33 @@ def latency_once(hub: Any, workdir: Path, name: str, size: int, hfwatchd: str, t
         tail.wait_for(lambda e: e.get("event") == "daemon.ready", 60, alive)
         tail.wait_for(lambda e: e.get("event") == "scan.finished", 60, alive)
         target = watched / name
-        cpu_before = process_cpu(daemon.pid)
+        spy = start_profiler(daemon.pid, profile) if profile is not None else None
+        user0, sys0 = process_cpu(daemon.pid)
+        threads0 = thread_cpu(daemon.pid)
         run = run_timed(["curl", "--silent", "--show-error", "--fail", "--location", "--output", str(target),
                          hub.resolve_url(REPO, name)], env, timeout=timeout)
         curl_end = run.ended
         if run.returncode != 0:
-            return LatencyRun(run.seconds, None, None, None, f"curl exit {run.returncode}: {run.tail}")
+            return LatencyRun(run.seconds, None, None, None, note=f"curl exit {run.returncode}: {run.tail}")
         verdicts = ("file.matched", "file.mismatch")
         try:
             line = tail.wait_for(lambda e: e.get("event") in verdicts and e.get("path") == str(target), 120, alive)
         except (TimeoutError, RuntimeError) as exc:
-            return LatencyRun(run.seconds, None, None, None, str(exc))
-        daemon_cpu = process_cpu(daemon.pid) - cpu_before
+            return LatencyRun(run.seconds, None, None, None, note=str(exc))
+        user1, sys1 = process_cpu(daemon.pid)
+        threads1 = thread_cpu(daemon.pid)
+        stop_profiler(spy)
+        daemon_cpu = user1 - user0 + sys1 - sys0
+        names = thread_names(profile) if profile is not None else {}
+        per_thread = sorted(((names.get(tid, f"tid {tid}"), u - threads0.get(tid, (0.0, 0.0))[0],
+                              s - threads0.get(tid, (0.0, 0.0))[1]) for tid, (u, s) in threads1.items()),
+                            key=lambda t: -(t[1] + t[2]))
         latency = parse_timestamp(line["timestamp"]) - curl_end
         note = "" if line["event"] == "file.matched" else f"{line['event']}!"
         # the wrapper counts everything but curl and this process as "other": take the daemon out too
         other = max(0.0, run.other_cpu - daemon_cpu) / (run.seconds * (os.cpu_count() or 1))
-        return LatencyRun(run.seconds, latency, daemon_cpu, plain_hash_cpu(target), line.get("seconds"),
+        return LatencyRun(run.seconds, latency, daemon_cpu, plain_hash_cpu(target), sys1 - sys0,
+                          [t for t in per_thread if t[1] + t[2] > 0], line.get("seconds"),
                           line.get("progressive_bytes"), other, note)
     finally:
         if daemon.poll() is None:
@@ -740,7 +801,10 @@ def latency(args: argparse.Namespace, info: dict[str, Any]) -> dict[str, Any]:
             run_dir.mkdir()
             print(f"  run {r + 1}/{args.rounds}: curl {args.latency_mib} MiB at {args.rate / 1e6:.0f} MB/s",
                   flush=True)
-            runs.append(latency_once(hub, run_dir, name, size, hfwatchd, download_timeout))
+            profile = None if args.profile is None else Path(f"{args.profile}-{r + 1}.txt")
+            runs.append(latency_once(hub, run_dir, name, size, hfwatchd, download_timeout, profile))
+            if profile is not None:
+                print(f"  py-spy samples of the daemon: {profile}", flush=True)
             shutil.rmtree(run_dir)
     finally:
         hub.stop()
@@ -754,8 +818,8 @@ def report_latency(runs: list[LatencyRun], size: int, info: dict[str, Any],
     print(f"latency: curl downloads {size / 1e9:.2f} GB from the fake Hub at {args.rate / 1e6:.0f} MB/s into a "
           "watched folder; verdict = file.matched timestamp")
     header = (f"{'run':>4} {'download s':>10} {'MB/s':>6} {'verdict - curl end ms':>22} {'judging s':>9} "
-              f"{'progressive MB':>14} {'daemon CPU s':>12} {'plain sha256 CPU s':>18} {'CPU ratio':>9} "
-              f"{'other CPU':>9}")
+              f"{'progressive MB':>14} {'daemon CPU s':>12} {'of it sys':>9} {'plain sha256 CPU s':>18} "
+              f"{'CPU ratio':>9} {'other CPU':>9}")
     print(header)
     print("-" * len(header))
     for i, r in enumerate(runs, 1):
@@ -763,9 +827,12 @@ def report_latency(runs: list[LatencyRun], size: int, info: dict[str, Any],
         print(f"{i:>4} {r.download_s:10.2f} {size / r.download_s / 1e6:6.0f} "
               f"{_fmt(r.latency_s and r.latency_s * 1000, '22.0f', 'n/a'):>22} {_fmt(r.verdict_seconds, '9.3f'):>9} "
               f"{_fmt(r.progressive_bytes and r.progressive_bytes / 1e6, '14.0f'):>14} "
-              f"{_fmt(r.daemon_cpu_s, '12.2f'):>12} "
+              f"{_fmt(r.daemon_cpu_s, '12.2f'):>12} {_fmt(r.daemon_sys_s, '9.2f'):>9} "
               f"{_fmt(r.plain_cpu_s, '18.2f'):>18} {_fmt(ratio, '9.2f'):>9} "
               f"{'-' if r.other_share is None else format(r.other_share, '.0%'):>9}  {r.note}")
+        if r.threads:
+            print("       daemon CPU by thread (user + system s): "
+                  + ", ".join(f"{name} {u:.2f}+{s:.2f}" for name, u, s in r.threads[:4]))
     good = [r for r in runs if r.latency_s is not None]
     lat = statistics.median(r.latency_s for r in good if r.latency_s is not None) if good else None
     ratios = [r.daemon_cpu_s / r.plain_cpu_s for r in good if r.daemon_cpu_s is not None and r.plain_cpu_s]
@@ -817,6 +884,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --latency: size of the downloaded file (default: 1024)")
     p.add_argument("--rate", type=int, default=100_000_000,
                    help="with --latency: download rate in bytes/s (default: 100000000)")
+    p.add_argument("--profile", metavar="PREFIX",
+                   help="with --latency: sample the daemon with py-spy from the download's start to its verdict, "
+                   "into PREFIX-N.txt (raw format: one stack per line, with its count)")
     return p
 
 
