@@ -13,7 +13,7 @@ from typing import NoReturn, TextIO
 
 from . import __version__
 from .check import CheckResult, run_check
-from .config import Config, ConfigError, load_config, single_watch_config
+from .config import Config, ConfigError, default_config_path, load_config, single_watch_config
 from .exits import ExitCode, UsageError
 from .hub import HubError
 from .logs import Log, Sink, make_logger
@@ -28,11 +28,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def default_config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "hfwatchd" / "config.toml"
 
 
 def build_parser() -> argparse.ArgumentParser:

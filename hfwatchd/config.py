@@ -48,6 +48,12 @@ def parse_duration(value: Any, key: str) -> float:
     return seconds
 
 
+def default_config_path() -> Path:
+    """`$XDG_CONFIG_HOME/hfwatchd/config.toml`: where every command looks without --config."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "hfwatchd" / "config.toml"
+
+
 def default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "hfwatchd"

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, default_config_path, load_config
 from .exits import ExitCode
 from .manifest import RepoRef, SpecError
 
@@ -84,11 +84,6 @@ class ConfigFileError(Exception):
         super().__init__(message)
         self.exit_code = exit_code
 
-
-def default_config_path() -> Path:
-    """`$XDG_CONFIG_HOME/hfwatchd/config.toml`, as the daemon looks it up."""
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "hfwatchd" / "config.toml"
 
 
 def config_path(args: argparse.Namespace) -> Path:

@@ -228,7 +228,7 @@ def install(config: Path, out: TextIO) -> int:
 
 
 def _is_default(config: Path) -> bool:
-    from .configfile import default_config_path
+    from .config import default_config_path
 
     return config == default_config_path().absolute()
 
