@@ -21,6 +21,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -518,9 +519,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             web._close_stream(stream)
 
 
+def _await_dashboard(state_dir: Path, timeout: float = 10.0) -> str | None:
+    """A daemon that holds the store but serves no page yet is starting (`service install && open`): wait."""
+    from .state import read_lock_pid
+
+    deadline = time.monotonic() + timeout
+    while read_lock_pid(state_dir) is not None and time.monotonic() < deadline:
+        url = read_dashboard(state_dir)
+        if url is not None:
+            return url
+        time.sleep(0.1)  # polling a file another process writes: no event to wait on
+    return None
+
+
 def open_dashboard(state_dir: Path, *, print_only: bool, out: TextIO, err: TextIO) -> int:
     """`hfwatchd open`: the page in the user's browser, or its URL on `out`; 69 when no daemon serves one."""
     url = read_dashboard(state_dir)
+    if url is None:
+        url = _await_dashboard(state_dir)
     if url is None:
         err.write(f"hfwatchd: no running daemon serves a page for {state_dir}: start it (systemctl --user start "
                   "hfwatchd, or hfwatchd --config FILE), and check that [web] listen is not \"\"\n")

@@ -910,13 +910,13 @@ def main(argv: list[str] | None = None) -> int:
     hub.cdn_host = args.cdn_host
     commit = hub.add_repo(args.repo, _demo_files(args.size_mib), repo_type=args.repo_type)
     with hub:
-        prefix = _URL_PREFIX[args.repo_type]
-        print(f"fake Hub at {hub.url}: {prefix}{args.repo} @ main = {commit}")
-        repo_type = args.repo_type
-        print(f"  HF_ENDPOINT={hub.url} hf download {args.repo} --repo-type {repo_type} --local-dir ./demo")
-        print(f"  curl -L -O {hub.resolve_url(args.repo, 'model.safetensors', repo_type=repo_type)}")
-        print("Ctrl-C to stop.", flush=True)
-        try:
+        try:  # Ctrl-C may come at any point once the URL is out, even while the banner is printed
+            prefix = _URL_PREFIX[args.repo_type]
+            print(f"fake Hub at {hub.url}: {prefix}{args.repo} @ main = {commit}", flush=True)
+            repo_type = args.repo_type
+            print(f"  HF_ENDPOINT={hub.url} hf download {args.repo} --repo-type {repo_type} --local-dir ./demo")
+            print(f"  curl -L -O {hub.resolve_url(args.repo, 'model.safetensors', repo_type=repo_type)}")
+            print("Ctrl-C to stop.", flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
