@@ -20,7 +20,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .logs import Log
 
 _STDERR_TAIL = 2000  # bytes of a hook's stderr kept for its hook.failed line
 _POLL = 0.05  # only where pidfd_open is unavailable: how often exits are polled
@@ -82,7 +85,7 @@ class _Running:
 class HookRunner:
     """Runs hooks in the background, at most `max_running` at a time; the rest wait in a queue."""
 
-    def __init__(self, log: Any, *, max_running: int = 4, max_queued: int = 1000) -> None:
+    def __init__(self, log: Log, *, max_running: int = 4, max_queued: int = 1000) -> None:
         if max_running < 1:
             raise ValueError("max_running must be at least 1")
         self._log = log
