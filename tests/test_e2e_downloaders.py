@@ -19,7 +19,6 @@ import random
 import re
 import select
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from cdp import DevTools
 from conftest import DaemonProc, cli_env, write_config
 from fakehub import FakeHub, git_blob_sha1
 
@@ -389,92 +389,6 @@ class TestAria2:
 
 
 # --------------------------------------------------------------------------------------------- Chromium
-
-
-class DevTools:
-    """Headless Chromium driven over the DevTools protocol on --remote-debugging-pipe (fd 3 in, fd 4 out)."""
-
-    def __init__(self, exe: str, profile: Path, log: Path) -> None:
-        cmd_r, self._cmd_w = os.pipe()
-        self._out_r, out_w = os.pipe()
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-default-browser-check", f"--user-data-dir={profile}", "--remote-debugging-pipe"]
-        # bash moves our pipe ends to the fds Chromium expects, then becomes Chromium
-        shim = f'exec "$@" 3<&{cmd_r} 4>&{out_w} {cmd_r}<&- {out_w}>&-'
-        self.log = log
-        with open(log, "wb") as logf:
-            self.proc = subprocess.Popen(["bash", "-c", shim, "chromium", exe, *flags, "about:blank"],
-                                         pass_fds=(cmd_r, out_w), start_new_session=True,
-                                         stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
-        os.close(cmd_r)
-        os.close(out_w)
-        self._buf = b""
-        self._id = 0
-        self._events: list[dict[str, Any]] = []
-
-    def _recv(self, deadline: float) -> dict[str, Any]:
-        while b"\0" not in self._buf:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([self._out_r], [], [], max(0.0, left))
-            if not ready:
-                raise AssertionError(f"Chromium said nothing in time; its log:\n{self.log_tail()}")
-            chunk = os.read(self._out_r, 1 << 16)
-            if not chunk:
-                raise AssertionError(f"Chromium exited ({self.proc.poll()}); its log:\n{self.log_tail()}")
-            self._buf += chunk
-        msg, self._buf = self._buf.split(b"\0", 1)
-        rec: dict[str, Any] = json.loads(msg)
-        return rec
-
-    def call(self, method: str, timeout: float = 30, **params: Any) -> dict[str, Any]:
-        """Send one command and return its result; events read meanwhile are kept for `event`."""
-        self._id += 1
-        os.write(self._cmd_w, json.dumps({"id": self._id, "method": method, "params": params}).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = self._recv(deadline)
-            if msg.get("id") == self._id:
-                assert "error" not in msg, (method, msg)
-                result: dict[str, Any] = msg["result"]
-                return result
-            if "method" in msg:
-                self._events.append(msg)
-
-    def event(self, method: str, pred: Callable[[dict[str, Any]], bool] = lambda p: True,
-              timeout: float = 30) -> dict[str, Any]:
-        """The params of the next `method` event whose params satisfy `pred`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            while self._events:
-                msg = self._events.pop(0)
-                if msg.get("method") == method and pred(msg["params"]):
-                    params: dict[str, Any] = msg["params"]
-                    return params
-            msg = self._recv(deadline)
-            if "method" in msg:
-                self._events.append(msg)
-
-    def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")[-3000:]
-        return ""
-
-    def close(self) -> None:
-        """Ask Chromium to quit, then kill whatever is left of its process group."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(OSError):
-                os.write(self._cmd_w, json.dumps({"id": 0, "method": "Browser.close", "params": {}}).encode() + b"\0")
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # helpers (zygote, crashpad) outliving the browser
-        os.close(self._cmd_w)
-        os.close(self._out_r)
 
 
 @pytest.fixture
