@@ -375,3 +375,20 @@ class TestHub:
         assert rec["previous_commit"] == first
         bad = d.wait_for("file.mismatch", rfilename="config.json", commit=second)
         assert bad["path"] == str(watched / "config.json")
+
+
+class TestOneScanPerPass:
+    def test_restart_with_cached_manifest_scans_each_folder_once(self, setup: dict[str, Any],
+                                                                 daemon_factory: Start) -> None:
+        """A restart whose manifest is cached gives one scan.finished per folder, not one per trigger."""
+        write(setup["dir"] / "config.json", FILES["config.json"])
+        first = daemon_factory(setup["config"])
+        first.wait_for("scan.finished")
+        assert first.stop() == 0
+        d = daemon_factory(setup["config"])  # returns once daemon.ready is logged
+        lines = sentinel(d, setup["dir"])
+        assert any(x["event"] == "manifest.loaded" and x["source"] == "cache" for x in lines)
+        scans = [x for x in lines if x["event"] == "scan.finished"]
+        assert len(scans) == 1 and scans[0]["unchanged"] == 1, lines
+        assert d.stop() == 0
+        assert [x["event"] for x in d.seen].count("scan.finished") == 1
