@@ -209,6 +209,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if args.dir.exists() and not args.dir.is_dir():
         raise UsageError(f"{args.dir}: not a folder")
     config = _one_watch([args.repo, *args.more], args.dir, args.state_dir)
+    if not args.dir.exists():
+        # as `config add` does: the downloads need a place to go
+        try:
+            args.dir.mkdir(parents=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create {args.dir}: {exc.strerror}") from None
+        sys.stderr.write(f"hfwatchd: created {args.dir.absolute()} (downloads saved there are judged as they finish)\n")
     from .daemon import run_daemon
 
     return run_daemon(config)
