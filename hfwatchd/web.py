@@ -26,10 +26,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .config import parse_listen
+from .exits import ExitCode
+from .logs import Log
 
 DASHBOARD_FILE = "web.json"
 TOKEN_FILE = "web.token"  # noqa: S105 - a file name, not a secret
@@ -37,15 +39,7 @@ VERDICT_STATUSES = ("matched", "mismatch", "incomplete", "unknown")  # every ser
 SSE_BACKLOG = 256  # events queued per client; a client further behind than this is dropped, never waited for
 MAX_STREAMS = 32  # concurrent /api/events streams: each holds a thread
 RETRY_MS = 2000
-EXIT_NO_PAGE = 69  # EX_UNAVAILABLE: `hfwatchd open` finds no daemon serving a page
-
-
-class Log(Protocol):
-    """The logger the daemon passes in (structurally `hfwatchd.logs.Log`)."""
-
-    def info(self, event: str, **fields: Any) -> None: ...
-    def warning(self, event: str, **fields: Any) -> None: ...
-    def error(self, event: str, **fields: Any) -> None: ...
+EXIT_NO_PAGE = ExitCode.UNAVAILABLE  # `hfwatchd open` finds no daemon serving a page
 
 
 # --------------------------------------------------------------------------------------------- metrics
