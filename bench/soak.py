@@ -376,12 +376,11 @@ class World:
                 self.hub.corrupt(REPO, rfilename, self.files[rfilename])  # the server is right again
         finally:
             self.flaky_lock.release()
-        ok = self.expect(kind, path, "mismatch", since, rfilename)
-        path.unlink()
+        self.expect(kind, path, "mismatch", since, rfilename)
+        path.unlink()  # gone again: the state must forget it, whatever its verdict was
         with self.lock:
             self.gone[str(path)] = self.log.mark()
-            if not ok:
-                self.expected.pop(str(path), None)
+            self.expected.pop(str(path), None)
 
     def good_shards(self) -> list[str]:
         return [p for p in self.files if p.endswith(".safetensors") and p not in self.bad and p != self.flaky]
