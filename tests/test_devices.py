@@ -140,15 +140,16 @@ class _WatchedLock:
         self.lock.release()
 
 
-def _evicted(path: Path) -> bool:
-    """Drop `path` from the page cache; False where the filesystem keeps it anyway (tmpfs)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        return cached(fd, 0, os.fstat(fd).st_size) is False
-    finally:
-        os.close(fd)
+def _in_memory_fs(path: Path) -> bool:
+    """Whether `path` is on a filesystem whose files live in memory (tmpfs, ramfs): never evicted."""
+    best, fstype = "", ""
+    with open("/proc/self/mounts", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            mount = fields[1].replace("\\040", " ")
+            if str(path).startswith(mount.rstrip("/") + "/") and len(mount) > len(best):
+                best, fstype = mount, fields[2]
+    return fstype in ("tmpfs", "ramfs")
 
 
 def _hash_in_thread(path: Path, disk: Any, cancel: threading.Event) -> tuple[threading.Thread, list[Any]]:
@@ -181,33 +182,31 @@ class TestPageCache:
         assert out == [hashlib.sha256(data).hexdigest()]
         assert not disk.asked.is_set()
 
-    def test_uncached_file_waits_for_the_slot(self, tmp_path: Path) -> None:
-        """A file that must come from the disk waits for the device's lock, and gives it back when done."""
+    def test_uncached_file_waits_for_the_slot(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A read the page cache cannot answer waits for the device's lock, and gives it back when done."""
         data = os.urandom(2 * CHUNK_SIZE)
         p = tmp_path / "cold"
         p.write_bytes(data)
-        if not _evicted(p):
-            pytest.skip("this filesystem keeps files in memory")
+        # as a spinning disk answers: the bytes are not in memory (a fast virtual disk may answer at once)
+        monkeypatch.setattr("hfwatchd.hashing._read_cached", lambda fd, view, offset: None)
         disk = _WatchedLock()
         cancel = threading.Event()
         disk.lock.acquire()
         try:
             t, out = _hash_in_thread(p, disk, cancel)
             assert disk.asked.wait(JOIN)
-            assert out == []  # asked, and the lock is held here: nothing read from the disk yet
+            assert out == []  # asked, and the lock is held here: nothing read yet
         finally:
             disk.lock.release()
         t.join(JOIN)
         assert out == [hashlib.sha256(data).hexdigest()]
-        assert disk.lock.acquire(blocking=False)  # released by the reader
-        disk.lock.release()
+        assert not disk.lock.locked()  # released by the reader
 
-    def test_cancel_while_waiting_for_the_slot(self, tmp_path: Path) -> None:
+    def test_cancel_while_waiting_for_the_slot(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A reader waiting for the disk gives up when cancelled, without the lock."""
         p = tmp_path / "cold"
         p.write_bytes(os.urandom(CHUNK_SIZE))
-        if not _evicted(p):
-            pytest.skip("this filesystem keeps files in memory")
+        monkeypatch.setattr("hfwatchd.hashing._read_cached", lambda fd, view, offset: None)
         disk = _WatchedLock()
         cancel = threading.Event()
         with disk.lock:
@@ -216,6 +215,17 @@ class TestPageCache:
             cancel.set()
             t.join(JOIN)
         assert len(out) == 1 and isinstance(out[0], Cancelled)
+
+    def test_no_nowait_reads_take_the_slot(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Where no read can be told not to wait (no RWF_NOWAIT), a rotational disk's lock is taken, then released."""
+        data = os.urandom(CHUNK_SIZE + 1)
+        p = tmp_path / "f"
+        p.write_bytes(data)
+        monkeypatch.delattr(os, "RWF_NOWAIT")
+        disk: Any = _WatchedLock()
+        assert hash_file(str(p), frozenset({SHA256}), disk=disk)[0][SHA256] == hashlib.sha256(data).hexdigest()
+        assert disk.asked.is_set()
+        assert not disk.lock.locked()
 
     def test_cached_reports_residency(self, tmp_path: Path) -> None:
         """cached() says yes for a file just written and no once the kernel dropped it."""
@@ -227,5 +237,12 @@ class TestPageCache:
             assert cached(fd, 123, 0) is True
         finally:
             os.close(fd)
-        if not _evicted(p):
+        if _in_memory_fs(p):
             pytest.skip("this filesystem keeps files in memory")
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # clean pages of a disk filesystem do go
+            assert cached(fd, 0, CHUNK_SIZE) is False
+        finally:
+            os.close(fd)
