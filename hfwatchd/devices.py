@@ -7,8 +7,9 @@ function of a device map; `DeviceGate` applies it with the map read from /sys.
 The page cache matters more than it seems: virtual disks (virtio-blk, most cloud volumes)
 report `rotational = 1` whatever backs them, and a file just downloaded is still in memory.
 So the gate is taken per read, not per file: a reader takes its device's lock only when the
-bytes it needs next are not in the page cache (`hashing.cached`, used by `StreamHasher.feed_fd`), and keeps
-it until the end of the file. Files in memory are hashed in parallel on any device.
+bytes it needs next are not in the page cache (see `StreamHasher.feed_fd`), and keeps it for a
+turn of `DISK_TURN` bytes (64 MiB) of sequential reading. Files in memory are hashed in parallel
+on any device.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from typing import Any
 
 from .manifest import GIT_SHA1, SHA256, Algorithm
 
+DISK_TURN = 64 << 20  # bytes read from a rotational disk per hold of its lock: a seek per 64 MiB costs ~2%
 CHUNK_SIZE = 4 << 20  # 4 MiB: hashlib releases the GIL for it, and each GIL hand-over buys ~2 ms of hashing
 
 
@@ -120,7 +121,9 @@ class StreamHasher:
         """Read from the current offset up to `until` bytes of the file through `buf`.
 
         With `disk` (the lock of a rotational device, see devices.py), bytes in the page cache are
-        read without it; from the first read that must wait for the disk, the lock is held to the end.
+        read without it; a read that must wait for the disk takes the lock and keeps it for the next
+        DISK_TURN bytes: long sequential turns on a spinning disk, and a file that lost a few pages
+        of the cache (a VM reclaiming memory does that) serialises for a turn, not to its end.
         A read with RWF_NOWAIT costs nothing when the bytes are cached (it is the read) where asking
         mincore first would cost ~0.2 ms a 4 MiB chunk, ~6% of hashing it. It may start a readahead
         without the lock: on a disk fast enough to finish it at once the read then succeeds (no harm:
@@ -129,15 +132,20 @@ class StreamHasher:
         """
         view = memoryview(buf)
         held: threading.Lock | None = None
+        turn_end = 0
         try:
             while self.offset < until:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled
                 want = min(len(buf), until - self.offset)
+                if held is not None and self.offset >= turn_end:
+                    held.release()  # another reader's turn on the disk
+                    held = None
                 if disk is not None and held is None:
                     n = _read_cached(fd, view[:want], self.offset)
                     if n is None:
                         held = _acquire(disk, cancel)
+                        turn_end = self.offset + DISK_TURN
                         n = os.preadv(fd, [view[:want]], self.offset)
                 else:
                     n = os.preadv(fd, [view[:want]], self.offset)

@@ -202,6 +202,27 @@ class TestPageCache:
         assert out == [hashlib.sha256(data).hexdigest()]
         assert not disk.lock.locked()  # released by the reader
 
+    def test_the_disk_lock_is_held_for_a_turn(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A reader that needs the disk holds its lock for DISK_TURN bytes, then gives others a turn."""
+        data = os.urandom(3 * CHUNK_SIZE)
+        p = tmp_path / "cold"
+        p.write_bytes(data)
+        monkeypatch.setattr("hfwatchd.hashing._read_cached", lambda fd, view, offset: None)
+        monkeypatch.setattr("hfwatchd.hashing.DISK_TURN", CHUNK_SIZE)
+        turns = 0
+
+        class Counting(_WatchedLock):
+            def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+                nonlocal turns
+                got = super().acquire(blocking, timeout)
+                turns += got
+                return got
+
+        disk: Any = Counting()
+        assert hash_file(str(p), frozenset({SHA256}), disk=disk)[0][SHA256] == hashlib.sha256(data).hexdigest()
+        assert turns == 3
+        assert not disk.lock.locked()
+
     def test_cancel_while_waiting_for_the_slot(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A reader waiting for the disk gives up when cancelled, without the lock."""
         p = tmp_path / "cold"
