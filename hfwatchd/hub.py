@@ -52,8 +52,11 @@ def encode_manifest_cache(commit: str, entries: Mapping[str, ManifestEntry]) -> 
     return json.dumps(header).encode("ascii") + b"\n" + body
 
 
+NL = b"\n"
+
+
 def decode_manifest_cache(path: Path, commit: str) -> dict[str, ManifestEntry]:
-    """Read a manifest cache file, checking it line by line against its header; `_CacheInvalid` if it fails."""
+    """Read a manifest cache file, checked whole against its header; `_CacheInvalid` if it fails."""
     entries: dict[str, ManifestEntry] = {}
     with open(path, "rb") as f:
         try:
@@ -65,24 +68,30 @@ def decode_manifest_cache(path: Path, commit: str) -> dict[str, ManifestEntry]:
         want_n, want_sha = header.get("entries"), header.get("sha256")
         if header.get("commit") != commit or not isinstance(want_n, int) or not isinstance(want_sha, str):
             raise _CacheInvalid("its header is damaged or names another commit")
-        digest = hashlib.sha256()
-        n = 0
-        for n, line in enumerate(f, 1):  # file line n + 1: the header is line 1
-            if not line.endswith(b"\n"):
-                raise _CacheInvalid(f"cut in the middle of line {n + 1}")
-            digest.update(line)
-            try:
-                p, size, sha, blob = json.loads(line)
-            except (ValueError, TypeError):
-                raise _CacheInvalid(f"line {n + 1} is not a [path, size, sha256, blob_id] entry") from None
+        body = f.read()
+    # the header's count and digest first: a file that passes them is byte for byte what was written,
+    # so the entries can be parsed in large batches (one json.loads per 4096 lines, not per line)
+    if body and not body.endswith(b"\n"):
+        raise _CacheInvalid(f"cut in the middle of line {body.count(NL) + 2}")
+    lines = body.split(b"\n")[:-1] if body else []
+    if len(lines) != want_n:
+        raise _CacheInvalid(f"{len(lines)} of the {want_n} entries its header promises")
+    if hashlib.sha256(body).hexdigest() != want_sha:
+        raise _CacheInvalid("its entries do not match the sha256 in its header")
+    del body
+    for start in range(0, len(lines), 4096):
+        try:
+            batch = json.loads(b"[" + b",".join(lines[start:start + 4096]) + b"]")
+        except ValueError:
+            raise _CacheInvalid(f"lines {start + 2}-{start + 4097} are not [path, size, sha256, blob_id]") from None
+        for item in batch:
+            if not (isinstance(item, list) and len(item) == 4):
+                raise _CacheInvalid("an entry is not [path, size, sha256, blob_id]")
+            p, size, sha, blob = item
             if not (isinstance(p, str) and isinstance(size, int) and isinstance(sha, (str, type(None)))
                     and isinstance(blob, (str, type(None)))):
-                raise _CacheInvalid(f"line {n + 1} is not a [path, size, sha256, blob_id] entry")
+                raise _CacheInvalid("an entry is not [path, size, sha256, blob_id]")
             entries[p] = ManifestEntry(p, size, sha, blob)
-    if n != want_n:
-        raise _CacheInvalid(f"{n} of the {want_n} entries its header promises")
-    if digest.hexdigest() != want_sha:
-        raise _CacheInvalid("its entries do not match the sha256 in its header")
     return entries
 
 
