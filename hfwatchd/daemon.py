@@ -23,6 +23,7 @@ from .actions import Actions
 from .completion import target_of_temp
 from .config import Config, ConfigError, RepoConfig, WatchConfig, load_config
 from .coverage import cover, status_document
+from .devices import DeviceGate
 from .exits import ExitCode
 from .folder import WatchedFolder
 from .hooks import HookRunner
@@ -94,8 +95,9 @@ class Daemon:
         self.observers: dict[str, Any] = {}
         self.tracker = Tracker(log)
         self.stop_event = threading.Event()
+        # one hashing stream at a time per spinning disk, for what is not in the page cache (devices.py)
         self.judge = Judge(self.state, DAEMON, report=self._report, log=log, stopping=self.stop_event,
-                           tracker=self.tracker)
+                           tracker=self.tracker, gate=DeviceGate())
         self.pool = Pool(self.judge.work, workers=config.workers, on_error=self.judge.on_error,
                          on_give_up=self.judge.on_give_up, settle=DAEMON.settle, stopping=self.stop_event)
         self.scanner = Scanner(self.state, self.pool, log, folders=self.folders.get, stopping=self.stop_event)

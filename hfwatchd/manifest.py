@@ -317,21 +317,43 @@ class _Lookup:
     thousands of equal-size shards must not make every file cost thousands of comparisons.
     """
 
-    __slots__ = ("by_digest", "by_name", "sizes", "unsized")
+    __slots__ = ("_by_digest", "_by_name", "_m", "sizes", "unsized")
 
     def __init__(self, m: Manifest) -> None:
-        self.by_name: dict[str, _Slot] = {}
-        self.by_digest: dict[str, _Slot] = {}
+        self._m = m
+        # the name and digest tables are built on first use: a restart over 100,000 files already
+        # judged at their paths never needs them (13 MiB for such a manifest). Two workers that race
+        # to build one build equal tables; the last assignment wins, no lock needed.
+        self._by_name: dict[str, _Slot] | None = None
+        self._by_digest: dict[str, _Slot] | None = None
         self.sizes: dict[int, int] = {}  # size -> bits of the algorithms its entries use
         self.unsized = 0  # bits of the algorithms of entries without a size (seed manifests)
         for e in m.entries.values():
-            _add(self.by_name, e.basename, e)
-            _add(self.by_digest, e.expected, e)
             bit = _ALG_BIT[e.algorithm]
             if e.size is None:
                 self.unsized |= bit
             else:
                 self.sizes[e.size] = self.sizes.get(e.size, 0) | bit
+
+    @property
+    def by_name(self) -> dict[str, _Slot]:
+        table = self._by_name
+        if table is None:
+            table = {}
+            for e in self._m.entries.values():
+                _add(table, e.basename, e)
+            self._by_name = table
+        return table
+
+    @property
+    def by_digest(self) -> dict[str, _Slot]:
+        table = self._by_digest
+        if table is None:
+            table = {}
+            for e in self._m.entries.values():
+                _add(table, e.expected, e)
+            self._by_digest = table
+        return table
 
 
 class Index:
