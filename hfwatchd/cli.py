@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --missing: an aria2c input file that downloads and verifies what is left")
     s.add_argument("--wget", action="store_true", help="with --missing: a URL list for wget -x -i")
     s.add_argument("--output", type=Path, metavar="FILE", help="write the list to FILE (atomically), not stdout")
+    s.add_argument("--state-dir", type=Path,
+                   help="state directory (default: the config's; without a config, what `watch`/`check REPO DIR` used)")
 
     wt = sub.add_parser("watch", help="the daemon on one folder, without a config file",
                         description="Run the daemon in the foreground on DIR for REPO (and more repos); Ctrl-C stops.")
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Open the running daemon's page ([web] listen) in the browser. "
                        "Exit 69 when no daemon serves one.")
     o.add_argument("--config", type=Path, dest="sub_config", help="config file (for state_dir)")
+    o.add_argument("--state-dir", type=Path, help="state directory of a daemon started with `watch --state-dir`")
     o.add_argument("--print", action="store_true", dest="print_url",
                    help="print the page's URL, with this run's token, instead of opening it")
 
@@ -125,11 +128,13 @@ _COLORS = {Status.MATCHED: "32", Status.MISMATCH: "31", Status.INCOMPLETE: "33",
 
 
 def _print_check(result: CheckResult, out: TextIO, as_json: bool) -> None:
+    from .status import one_line  # one escaping for every human listing of remote names
+
     if as_json:
         for r in result.records:
             rec = {"status": str(r.status), "path": r.path, "repo": r.repo, "rfilename": r.rfilename, "size": r.size,
                    "expected_size": r.expected_size, "algorithm": r.algorithm, "expected": r.expected,
-                   "actual": r.digest, "commit": r.commit, "url": r.url if r.status == Status.MISSING else None}
+                   "actual": r.digest, "commit": r.commit, "url": r.url if r.status != Status.MATCHED else None}
             out.write(json.dumps(rec, ensure_ascii=True) + "\n")
         return
     color = out.isatty() and not os.environ.get("NO_COLOR")
@@ -138,12 +143,14 @@ def _print_check(result: CheckResult, out: TextIO, as_json: bool) -> None:
         if color:
             status = f"\033[{_COLORS.get(r.status, '0')}m{status}\033[0m"
         # one line per file, whatever its name: a newline in a name is shown escaped
-        where = r.path.replace("\n", "\\n") if r.path is not None else "-"
-        what = f"{r.repo}:{r.rfilename}" if r.rfilename else ""
+        where = one_line(r.path) if r.path is not None else "-"
+        what = f"{r.repo}:{one_line(r.rfilename)}" if r.rfilename else ""
         if r.path is not None and r.rfilename and r.path.endswith("/" + r.rfilename):
             what = r.repo or ""
         extra = ""
-        if r.status == Status.INCOMPLETE and r.expected_size is not None:
+        if r.status == Status.INCOMPLETE and r.size is None:
+            extra = "  (still downloading: a control file is beside it)"
+        elif r.status == Status.INCOMPLETE and r.expected_size is not None:
             extra = f"  ({r.size} of {r.expected_size} bytes)"
         elif r.status == Status.MISMATCH:
             extra = "  download again"
@@ -173,7 +180,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise UsageError("give either REPO DIR or --config, not both")
     if args.repo is not None:
         if not args.dir.is_dir():
-            raise UsageError(f"{args.dir}: no such folder")
+            raise UsageError(f"{args.dir}: " + ("not a folder" if args.dir.exists() else "no such folder"))
         config = _one_watch([args.repo], args.dir, args.state_dir)
     else:
         loaded = _load(args, required=True)
@@ -227,8 +234,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from . import status
 
-    config = _load(args, required=True)
-    assert config is not None
+    config = _load(args, required=False)
+    if config is not None and args.state_dir is not None:
+        config = dataclasses.replace(config, state_dir=args.state_dir)
+    if config is None:
+        # no config file: `watch REPO DIR` and `check REPO DIR` ran without one; their store says what they watched
+        from .config import default_state_dir
+
+        state_dir = args.state_dir or default_state_dir()
+        config = status.config_from_store(state_dir)
+        if config is None:
+            raise UsageError(f"no config file ({default_config_path()}) and nothing judged in {state_dir}: pass "
+                             "--config FILE, or --state-dir of a `watch` / `check REPO DIR` run")
     lists = [name for name in ("urls", "aria2", "wget") if getattr(args, name)]
     if len(lists) > 1:
         raise UsageError("--urls, --aria2 and --wget are different lists: choose one")
@@ -312,7 +329,7 @@ def cmd_open(args: argparse.Namespace) -> int:
     from .web import open_dashboard
 
     config = _load(args, required=False)
-    state_dir = config.state_dir if config is not None else default_state_dir()
+    state_dir = args.state_dir or (config.state_dir if config is not None else default_state_dir())
     return open_dashboard(state_dir, print_only=args.print_url, out=sys.stdout, err=sys.stderr)
 
 

@@ -69,7 +69,7 @@ def wants_color(stream: TextIO, environ: Mapping[str, str] | None = None) -> boo
         return False
 
 
-def _clean(text: str) -> str:
+def printable(text: str) -> str:
     # lone surrogates (names that are not UTF-8 on disk) become \udcXX, which every stream can encode
     if not text.isascii():
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -151,7 +151,7 @@ def _value(v: Any) -> str:
         text = str(v)
     else:
         text = json.dumps(v, default=_default, ensure_ascii=False)
-    return _clean(text)
+    return printable(text)
 
 
 def _paint(text: str, code: str | None, color: bool) -> str:
@@ -171,18 +171,18 @@ def render_console(event_dict: Mapping[str, Any], *, color: bool = False, width:
     else:
         head = f"{_paint(clock, '2', color)} {_paint(f'{level:<10}', _LEVEL_COLORS.get(level), color)} "
         fields = " ".join(f"{k}={_value(v)}" for k, v in event_dict.items() if k not in _SKIP)
-        line = shorten_end(_clean(event) + (" " + fields if fields else ""), rest)
+        line = shorten_end(printable(event) + (" " + fields if fields else ""), rest)
     text = head + line
     exc = event_dict.get("exception")
     if exc:  # a traceback is read whole, never cut to the line width
-        text += "".join("\n    " + _clean(x) for x in str(exc).rstrip("\n").splitlines())
+        text += "".join("\n    " + printable(x) for x in str(exc).rstrip("\n").splitlines())
     return text
 
 
 def _verdict(d: Mapping[str, Any], status: str, cols: int, color: bool) -> str:
     path = d.get("path")
-    name = _clean(str(path).rsplit("/", 1)[-1] if path else str(d.get("rfilename", "?")))
-    repo = _clean(str(d.get("repo") or ""))
+    name = printable(str(path).rsplit("/", 1)[-1] if path else str(d.get("rfilename", "?")))
+    repo = printable(str(d.get("repo") or ""))
     size = human_size(d.get("size"))
     if status == "incomplete" and d.get("expected_size") is not None:
         size = f"{size} of {human_size(d.get('expected_size'))}"

@@ -32,6 +32,33 @@ def _manifest_for(hub: Hub, rc: RepoConfig, commit: str | None) -> Manifest | No
     return m
 
 
+def config_from_store(state_dir: Path) -> Config | None:
+    """What a run without a config file (`watch`, `check REPO DIR`) watched, read back from its store."""
+    from .config import HubConfig, RepoConfig, WatchConfig, default_endpoint
+    from .manifest import RepoRef, SpecError
+
+    if not (state_dir / "state.sqlite3").exists():
+        return None
+    state = State(state_dir, readonly=True)
+    try:
+        rows = state.repos()
+    finally:
+        state.close()
+    watches: dict[str, list[RepoConfig]] = {}
+    endpoint = None
+    for r in rows:
+        try:
+            ref = RepoRef.parse(r.repo if r.revision == "main" else f"{r.repo}@{r.revision}")
+        except SpecError:
+            continue
+        watches.setdefault(r.watch, []).append(RepoConfig(ref))
+        endpoint = endpoint or r.endpoint
+    if not watches:
+        return None
+    return Config(state_dir=state_dir, hub=HubConfig(endpoint=endpoint or default_endpoint()),
+                  watches=tuple(WatchConfig(path=Path(w), repos=tuple(rcs)) for w, rcs in sorted(watches.items())))
+
+
 def collect(config: Config, state: State | None, hub: Hub) -> list[WatchCoverage]:
     """Per watch: every expected entry with its local files, the unknown files, counts and bytes."""
     out: list[WatchCoverage] = []
@@ -70,13 +97,22 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
-def _one_line(text: str) -> str:
-    return text.replace("\n", "\\n").replace("\r", "\\r")
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t"}
+
+
+def one_line(text: str) -> str:
+    """A remote name on one line of a terminal: control characters (a newline, ESC) shown escaped.
+
+    Bytes that are not UTF-8 stay as they are (stdout writes them back with surrogateescape, as ls does).
+    """
+    return text.translate(_ESCAPES)
+
+
 
 
 def print_summary(watches: list[WatchCoverage], out: TextIO, *, missing: bool, dashboard: str | None) -> None:
     for w in watches:
-        out.write(f"{_one_line(w.path)}\n")
+        out.write(f"{one_line(w.path)}\n")
         for r in w.repos:
             c = r.counts
             commit = (r.commit or "?")[:12]
@@ -88,7 +124,7 @@ def print_summary(watches: list[WatchCoverage], out: TextIO, *, missing: bool, d
             )
             if missing:
                 for t in r.todo():
-                    out.write(f"    {t.status:<10} {_one_line(t.rfilename or '')}\n")
+                    out.write(f"    {t.status:<10} {one_line(t.rfilename or '')}\n")
         if w.unknown:
             out.write(f"  {len(w.unknown)} unknown file(s) match no watched repo\n")
     if dashboard:
@@ -101,14 +137,14 @@ def print_files(watches: list[WatchCoverage], out: TextIO) -> None:
 
     out.write(f"{'STATUS':<10} {'SIZE':>10} {'BY':<7} {'JUDGED':<20} FILE\n")
     for w in watches:
-        out.write(f"# {_one_line(w.path)}\n")
+        out.write(f"# {one_line(w.path)}\n")
         for r in w.records():
             name = f"{r.repo}:{r.rfilename}" if r.rfilename else ""
-            where = f"  {_one_line(r.path)}" if r.path and not (r.rfilename and r.path.endswith("/" + r.rfilename)) \
+            where = f"  {one_line(r.path)}" if r.path and not (r.rfilename and r.path.endswith("/" + r.rfilename)) \
                 else ""
             size = r.size if r.size is not None else r.expected_size
             out.write(f"{r.status:<10} {_size(size):>10} {r.matched_by or '-':<7} {iso(r.judged_at) or '-':<20} "
-                      f"{_one_line(name or (r.path or ''))}{where if name else ''}\n")
+                      f"{one_line(name or (r.path or ''))}{where if name else ''}\n")
 
 
 def write_list(kind: str, watches: list[WatchCoverage], output: Path | None) -> int:

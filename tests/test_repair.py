@@ -165,3 +165,36 @@ class TestPerFileStatus:
         assert sorted(x[0] for x in rows) == ["incomplete", "matched", "mismatch", "missing", "missing"]
         matched = next(line for line in r.stdout.splitlines() if line.startswith("matched"))
         assert " path " in matched and "data/train-00000-of-00003.parquet" in matched
+
+    def test_escape_sequences_in_names_never_reach_the_terminal(self, setup: tuple[Path, Path, dict[str, bytes]],
+                                                                fake_hub: FakeHub) -> None:
+        """A local name holding ESC (a terminal escape) is printed escaped by check and status --files."""
+        dl, cfg, _ = setup
+        (dl / "ev\x1b[31mil.bin").write_bytes(b"nothing of the repo")
+        r = run_cli("check", "--config", str(cfg), "--no-progress", hub=fake_hub)
+        assert "\x1b" not in r.stdout and "ev\\x1b[31mil.bin" in r.stdout
+        r = run_cli("status", "--config", str(cfg), "--files", hub=fake_hub)
+        assert r.returncode == 0 and "\x1b" not in r.stdout and "ev\\x1b[31mil.bin" in r.stdout
+
+
+class TestWithoutConfig:
+    def test_status_reads_what_a_config_less_run_watched(self, tmp_path: Path, fake_hub: FakeHub) -> None:
+        """After `check REPO DIR` (or `watch REPO DIR`) with no config file, status answers from that store."""
+        files = content()
+        fake_hub.add_repo("org/shards", files, repo_type="dataset")
+        dl = tmp_path / "dl"
+        dl.mkdir()
+        (dl / "README.md").write_bytes(files["README.md"])
+        state = tmp_path / "state"
+        r = run_cli("check", REPO, str(dl), "--state-dir", str(state), "--no-progress", hub=fake_hub)
+        assert r.returncode == 2, r.stderr
+        r = run_cli("status", "--state-dir", str(state), "--json", hub=fake_hub)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        assert doc[0]["path"] == str(dl) and doc[0]["repos"][0]["repo"] == REPO
+        assert doc[0]["repos"][0]["counts"]["matched"] == 1 and doc[0]["repos"][0]["counts"]["missing"] == 4
+
+    def test_nothing_to_read_is_a_usage_error(self, tmp_path: Path) -> None:
+        """With no config file and an empty state directory, status says what to pass, exit 64."""
+        r = run_cli("status", "--state-dir", str(tmp_path / "none"))
+        assert r.returncode == 64 and "--config FILE" in r.stderr
