@@ -193,7 +193,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise UsageError("--workers must be at least 1")
         config = dataclasses.replace(config, workers=args.workers)
     log, sink = _console_log(config, quiet=True)
-    state = State(config.state_dir)
+    state = State(config.state_dir, on_recovered=lambda moved, error: log.error(
+        "state.recovered", path=str(moved), error=error, action="every file is judged again"))
     hub = make_hub(config, log)
     try:
         result, failed = run_check(config, state, hub, log, progress=False if args.no_progress else None)

@@ -265,6 +265,13 @@ class Daemon:
 
     def handle_hup(self) -> None:
         if self.config.source is None:
+            # `hfwatchd watch REPO DIR`: no file to read again; only the log file is reopened
+            self.log.warning("config.restart_needed", keys=[], error="started without a config file "
+                             "(hfwatchd watch): nothing to reload; restart it with --config FILE")
+            try:
+                self.sink.reopen()
+            except OSError as exc:
+                self.log.error("log.failed", path=str(self.sink.log_file), error=exc.strerror or str(exc))
             return
         try:
             new = load_config(self.config.source)

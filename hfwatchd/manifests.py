@@ -169,8 +169,7 @@ class Manifests:
     def _loaded(self, m: Manifest, result: Loaded, previous: Manifest | None) -> None:
         fields: dict[str, Any] = {"repo": str(m.repo), "commit": m.commit or None, "files": len(m.entries),
                                   "source": result.source}
-        if m.unsafe:
-            fields["unsafe"] = m.unsafe
+        fields["unsafe"] = m.unsafe  # manifest paths never placed (absolute, `..`, NUL, backslash)
         if previous is not None:
             fields["previous_commit"] = previous.commit or None
         if result.error is not None:

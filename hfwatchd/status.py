@@ -151,12 +151,16 @@ def write_list(kind: str, watches: list[WatchCoverage], output: Path | None) -> 
     """--urls, --aria2, --wget: the files still to download, to stdout or atomically to `output`."""
     from . import repair
 
-    notes: list[str] = []
+    # a repo with no manifest cannot be listed: say so rather than hand out an empty list
+    notes: list[str] = [f"# {r.repo}: nothing listed: {r.note}" for w in watches for r in w.repos if r.note]
     if kind == "aria2":
         text = repair.aria2_input(watches)
         notes.append("run: aria2c -i " + (str(output) if output else "FILE") + " -x 4 -s 4 -c")
     elif kind == "wget":
         text, commands = repair.wget_list(watches)
+        if len(commands) > 1:
+            raise UsageError("a wget list downloads into one folder at one URL depth, and these files need "
+                             f"{len(commands)}: use --aria2 (each entry carries its folder), or one watch per list")
         notes.extend("run: " + c.replace("FILE", str(output) if output else "FILE") for c in commands)
         # wget -c keeps a full-size file as it is: a wrong one must go before the list can replace it
         notes.extend(f"remove first: {t.path}" for w in watches for r in w.repos for t in r.todo()
