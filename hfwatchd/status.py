@@ -110,6 +110,14 @@ def one_line(text: str) -> str:
 
 
 
+def _bytes_of(done: int, total: int) -> str:
+    """`1.2 GiB of 4.0 GiB`; exact bytes where rounding would show a part as the whole."""
+    a, b = _size(done), _size(total)
+    if a == b and done != total:
+        return f"{done:,} of {total:,} bytes"
+    return f"{a} of {b}"
+
+
 def print_summary(watches: list[WatchCoverage], out: TextIO, *, missing: bool, dashboard: str | None) -> None:
     for w in watches:
         out.write(f"{one_line(w.path)}\n")
@@ -118,7 +126,7 @@ def print_summary(watches: list[WatchCoverage], out: TextIO, *, missing: bool, d
             commit = (r.commit or "?")[:12]
             out.write(
                 f"  {r.repo} @ {commit}: {c['matched']}/{r.expected} matched "
-                f"({_size(r.bytes_matched)} of {_size(r.bytes_expected)}), {c['mismatch']} mismatch, "
+                f"({_bytes_of(r.bytes_matched, r.bytes_expected)}), {c['mismatch']} mismatch, "
                 f"{c['incomplete']} incomplete, {c['missing']} missing, {c['pending']} pending"
                 + (f"  ({r.note})" if r.note else "") + "\n"
             )
