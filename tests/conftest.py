@@ -100,6 +100,20 @@ def write_config(path: Path, *, hub: FakeHub | None, watches: list[dict[str, Any
     return path
 
 
+def watch_empty_folder(tmp_path: Path, hub: FakeHub, start: Callable[..., DaemonProc], repo: str,
+                       commit: str) -> tuple[Path, DaemonProc]:
+    """A daemon watching a new empty folder for `repo`, its manifest loaded and its first scan done."""
+    watched = tmp_path / "dl"
+    watched.mkdir()
+    state = tmp_path / "state"
+    cfg = write_config(tmp_path / "hfwatchd.toml", hub=hub, watches=[{"path": watched, "repos": [repo]}],
+                       state_dir=state, log_file=state / "events.jsonl", rescan_interval="1h", workers=2)
+    d = start(cfg)
+    d.wait_for("manifest.loaded", repo=repo, commit=commit)
+    d.wait_for("scan.finished")
+    return watched, d
+
+
 class DaemonProc:
     """`hfwatchd --config FILE` in a subprocess, with its JSON log lines readable as a queue."""
 

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import pytest
 from cdp import DevTools
-from conftest import DaemonProc, cli_env, write_config
+from conftest import DaemonProc, cli_env, watch_empty_folder
 from fakehub import FakeHub, git_blob_sha1
 
 pytestmark = pytest.mark.e2e
@@ -223,14 +223,7 @@ def check_matched(env: E2E, rec: dict[str, Any], rel: str) -> None:
 def e2e(tmp_path: Path, fake_hub: FakeHub, daemon_factory: Start) -> E2E:
     """The fake Hub serving REPO, and a daemon watching an empty folder, its first scan done."""
     commit = fake_hub.add_repo(REPO, FILES)
-    watched = tmp_path / "dl"
-    watched.mkdir()
-    state = tmp_path / "state"
-    cfg = write_config(tmp_path / "hfwatchd.toml", hub=fake_hub, watches=[{"path": watched, "repos": [REPO]}],
-                       state_dir=state, log_file=state / "events.jsonl", rescan_interval="1h", workers=2)
-    d = daemon_factory(cfg)
-    d.wait_for("manifest.loaded", repo=REPO, commit=commit)
-    d.wait_for("scan.finished")
+    watched, d = watch_empty_folder(tmp_path, fake_hub, daemon_factory, REPO, commit)
     return E2E(fake_hub, watched, tmp_path, d, commit)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonProc, write_config
+from conftest import DaemonProc, watch_empty_folder
 from fakehub import FakeHub, git_blob_sha1
 from test_e2e_downloaders import E2E, SENTINELS, Inotify, sha256
 
@@ -213,14 +213,7 @@ def session(tmp_path: Path, fake_hub: FakeHub, daemon_factory: Callable[..., Dae
             firefox: Firefox) -> Iterator[Session]:
     """The fake Hub serving REPO, a daemon watching an empty folder (first scan done), and Firefox."""
     commit = fake_hub.add_repo(REPO, FILES)
-    watched = tmp_path / "dl"
-    watched.mkdir()
-    state = tmp_path / "state"
-    cfg = write_config(tmp_path / "hfwatchd.toml", hub=fake_hub, watches=[{"path": watched, "repos": [REPO]}],
-                       state_dir=state, log_file=state / "events.jsonl", rescan_interval="1h", workers=2)
-    d = daemon_factory(cfg)
-    d.wait_for("manifest.loaded", repo=REPO, commit=commit)
-    d.wait_for("scan.finished")
+    watched, d = watch_empty_folder(tmp_path, fake_hub, daemon_factory, REPO, commit)
     ino = Inotify(watched)
     try:
         yield Session(E2E(fake_hub, watched, tmp_path, d, commit), ino, firefox)

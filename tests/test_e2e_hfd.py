@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonProc, cli_env, write_config
+from conftest import DaemonProc, cli_env, watch_empty_folder
 from fakehub import FakeHub, git_blob_sha1
 from test_e2e_downloaders import E2E, IN_MODIFY, SENTINELS, Inotify, finish, need, run, sha256
 
@@ -78,14 +78,7 @@ def hfd(tmp_path: Path, fake_hub: FakeHub, daemon_factory: Callable[..., DaemonP
     """The fake Hub serving REPO (one shard corrupted), a daemon watching an empty folder, hfd's `.hfd/` in it."""
     commit = fake_hub.add_repo(REPO, FILES)
     fake_hub.corrupt(REPO, CORRUPT, corrupted(FILES[CORRUPT]))
-    watched = tmp_path / "dl"
-    watched.mkdir()
-    state = tmp_path / "state"
-    cfg = write_config(tmp_path / "hfwatchd.toml", hub=fake_hub, watches=[{"path": watched, "repos": [REPO]}],
-                       state_dir=state, log_file=state / "events.jsonl", rescan_interval="1h", workers=2)
-    d = daemon_factory(cfg)
-    d.wait_for("manifest.loaded", repo=REPO, commit=commit)
-    d.wait_for("scan.finished")
+    watched, d = watch_empty_folder(tmp_path, fake_hub, daemon_factory, REPO, commit)
     env = E2E(fake_hub, watched, tmp_path, d, commit)
     # what hfd writes before it downloads: the repo's API answer, fetched into .hfd/ by the script itself
     (watched / ".hfd").mkdir()
